@@ -1,0 +1,315 @@
+"""The `harness` command: thin argparse subcommands over plain functions.
+
+    harness run --method vanilla --tasks sib200_mc --limit 50
+    harness eval --checkpoint runs/<id>/model --tasks xnli_mc
+    harness tasks | harness methods | harness recipes
+    harness report runs/ --out report/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
+
+# Options a --config file may set, with their defaults (the CLI wins over the file, the file over these).
+RUN_DEFAULTS: dict[str, Any] = {
+    "method": "vanilla",
+    "tasks": "sib200_mc",
+    "langs": None,
+    "limit": None,
+    "model": "smollm2-135m-instruct",
+    "recipe": "mini-parallel",
+    "recipe_path": None,
+    "train_langs": None,
+    "train_limit": 200,
+    "seed": 0,
+    "seeds": None,
+    "profile": None,
+    "set": [],
+    "method_opt": [],
+    "output": "runs",
+    "batch_size": 8,
+    "trust_remote_code": False,
+    "no_chat_template": False,
+}
+
+
+def _csv(value: str | list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _positive(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{name} {value!r}: expected a positive whole number") from None
+    if number <= 0:
+        raise HarnessError(f"{name} {value}: must be at least 1 (omit it to use every item)")
+    return number
+
+
+def _pairs(items: list[str] | dict[str, Any], flag: str) -> dict[str, Any]:
+    """`key=value` strings (values parsed as YAML scalars) or a mapping from a config file."""
+    if isinstance(items, dict):
+        return dict(items)
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise HarnessError(f"{flag} {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def _merged(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
+    from harness.config import load_config_file
+
+    values = dict(defaults)
+    if getattr(args, "config", None):
+        file_values = load_config_file(args.config)
+        for key in file_values:
+            norm = key.replace("-", "_")
+            if norm not in defaults:
+                from harness.errors import unknown
+
+                raise unknown("option", key, [k.replace("_", "-") for k in defaults], args.config)
+            values[norm] = file_values[key]
+    for key in defaults:
+        given = getattr(args, key, None)
+        if given is not None and given != [] and given is not False:
+            values[key] = given
+    return values
+
+
+# -- subcommands --------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.config import EvalConfig, RunConfig
+    from harness.evaluate import resolve_tasks
+    from harness.pipeline import execute
+    from harness.training import default_profile, resolve_settings
+    from methods import METHODS
+    from reports.table import load_frame
+
+    v = _merged(args, RUN_DEFAULTS)
+    methods = _csv(v["method"]) or []
+    for m in methods:
+        METHODS.get(m, "--method")
+    refs = resolve_tasks(_csv(v["tasks"]) or [], _csv(v["langs"]))
+    limit = _positive("--limit", v["limit"])
+    seeds = [int(s) for s in _csv(v["seeds"])] if v["seeds"] else [int(v["seed"])]
+    profile = v["profile"] or default_profile()
+    settings = resolve_settings(profile, _pairs(v["set"], "--set"))
+    method_opts = _pairs(v["method_opt"], "--method-opt")
+    train_langs = _csv(v["train_langs"])
+    if train_langs:
+        from harness.data import LANGUAGES, check_languages
+
+        check_languages(train_langs, LANGUAGES, "--train-langs")
+    ecfg = EvalConfig(tasks=[r.name for r in refs], limit=limit, batch_size=int(v["batch_size"]),
+                      apply_chat_template=not v["no_chat_template"])  # fmt: skip
+    command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_dirs = []
+    for method in methods:
+        opts = {k: val for k, val in method_opts.items() if k in METHODS.get(method).defaults}
+        unused = set(method_opts) - {k for m in methods for k in METHODS.get(m).defaults}
+        if unused:
+            METHODS.get(method).resolve_options(method_opts)  # raises the error for the unknown option
+        METHODS.get(method).resolve_options(opts)
+        for seed in seeds:
+            cfg = RunConfig(
+                method=method, model=v["model"], method_options=opts, recipe=v["recipe"],
+                train_langs=train_langs, train_limit=_positive("--train-limit", v["train_limit"]),
+                recipe_path=v["recipe_path"], seed=seed, profile=profile, train=settings.to_dict(),
+                trust_remote_code=bool(v["trust_remote_code"]),
+            )  # fmt: skip
+            run = execute(cfg, refs, ecfg, Path(v["output"]), command)
+            run_dirs.append(str(run.dir))
+            print(f"run {run.id}: {run.dir}")
+    frame, _ = load_frame(run_dirs)
+    frame = frame[frame.task.isin(ecfg.tasks)]
+    print_table(frame)
+    return 0
+
+
+def print_table(frame) -> None:
+    from reports.table import counts_table, language_table
+
+    table = language_table(frame)
+    if table.empty:
+        print("no results")
+        return
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(table.to_string())
+        print("\nitems per cell:")
+        print(counts_table(frame).to_string())
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from harness.config import EvalConfig, RunConfig
+    from harness.evaluate import resolve_tasks
+    from harness.pipeline import execute
+    from reports.table import load_frame
+
+    checkpoint = Path(args.checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise HarnessError(f"--checkpoint {checkpoint}: not a Hugging Face checkpoint folder (no config.json)")
+    refs = resolve_tasks(_csv(args.tasks) or [], _csv(args.langs))
+    ecfg = EvalConfig(tasks=[r.name for r in refs], limit=_positive("--limit", args.limit),
+                      batch_size=args.batch_size, apply_chat_template=not args.no_chat_template)  # fmt: skip
+    # `none` evaluates the checkpoint as it is (with the CC evaluator when it holds CC artifacts).
+    cfg = RunConfig(method="none", model=str(checkpoint.resolve()), seed=args.seed,
+                    trust_remote_code=args.trust_remote_code)  # fmt: skip
+    command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run = execute(cfg, refs, ecfg, Path(args.output), command)
+    print(f"run {run.id}: {run.dir}")
+    frame, _ = load_frame([str(run.dir)])
+    print_table(frame[frame.task.isin(ecfg.tasks)])
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from tasks.catalog import BENCHMARKS, item_count
+
+    print(f"{'benchmark':<12} {'protocols':<10} {'metric':<14} languages (items)")
+    for b in BENCHMARKS.values():
+        metrics = "/".join(dict.fromkeys(b.metrics[p] for p in b.protocols))
+        langs = " ".join(f"{lang}({item_count(b.name, lang)})" for lang in b.languages)
+        print(f"{b.name:<12} {','.join(b.protocols):<10} {metrics:<14} {langs}")
+    print("\nNames: <benchmark> (paper protocol), <benchmark>_<protocol>, <benchmark>_<protocol>_<lang>, all,")
+    print("or any task lm-eval ships. Protocols: gen = chat template, greedy, <= 40 new tokens, answer read")
+    print("from the text (the paper's); mc = options ranked by log-likelihood.")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from methods import METHODS
+
+    for name in METHODS:
+        cls = METHODS.get(name)
+        print(f"{name:<10} {cls.description}")
+        if cls.defaults:
+            print(" " * 11 + "options: " + ", ".join(f"{k}={v}" for k, v in cls.defaults.items()))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from harness.recipes import describe_recipes
+
+    for name, text in describe_recipes().items():
+        print(f"{name:<14} {text}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.table import load_frame, write_tables
+
+    frame, skipped = load_frame(args.runs)
+    for s in skipped:
+        log.warning("skipped incomplete run %s", s)
+    paths = write_tables(frame, Path(args.out), skipped)
+    print_table(frame)
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train with one or more methods, evaluate, print the per-language table")
+    r.add_argument("--config", help="YAML file of options (keys as below, e.g. train_limit: 100)")
+    r.add_argument("--method", help="method name(s), comma-separated (see `harness methods`); default vanilla")
+    r.add_argument("--tasks", help="task names, comma-separated (see `harness tasks`); default sib200_mc")
+    r.add_argument("--langs", help="evaluate only these languages, comma-separated")
+    r.add_argument("--limit", help="at most this many items per task and language")
+    r.add_argument("--model", help="Hugging Face model id or local checkpoint (default smollm2-135m-instruct)")
+    r.add_argument("--recipe", help="training-data recipe (see `harness recipes`); default mini-parallel")
+    r.add_argument("--recipe-path", help="file or dataset for recipes that read one (jsonl, aya)")
+    r.add_argument("--train-langs", help="train on these languages only, comma-separated (e.g. en)")
+    r.add_argument("--train-limit", help="training examples per language (default 200)")
+    r.add_argument("--seed", type=int, help="random seed (default 0)")
+    r.add_argument("--seeds", help="several seeds, comma-separated: one run each")
+    r.add_argument("--profile", help="training defaults: paper or cpu (default: cpu without a GPU)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training setting, e.g. --set epochs=2 --set lora=true")  # fmt: skip
+    r.add_argument("--method-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. --method-opt detach_english=true")  # fmt: skip
+    r.add_argument("--output", help="run store folder (default runs)")
+    r.add_argument("--batch-size", type=int, help="evaluation batch size (default 8)")
+    r.add_argument("--trust-remote-code", action="store_true", default=None, help="allow model code from the Hub")
+    r.add_argument("--no-chat-template", action="store_true", default=None, help="evaluate without the chat template")
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("eval", help="evaluate an existing checkpoint")
+    e.add_argument("--checkpoint", required=True, help="a Hugging Face checkpoint folder")
+    e.add_argument("--tasks", required=True, help="task names, comma-separated")
+    e.add_argument("--langs", help="only these languages")
+    e.add_argument("--limit", help="at most this many items per task")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--output", default="runs", help="run store folder (default runs)")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--trust-remote-code", action="store_true")
+    e.add_argument("--no-chat-template", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    sub.add_parser("tasks", help="list benchmarks, protocols, languages and item counts").set_defaults(func=cmd_tasks)
+    sub.add_parser("methods", help="list the registered methods").set_defaults(func=cmd_methods)
+    sub.add_parser("recipes", help="list the training-data recipes").set_defaults(func=cmd_recipes)
+
+    rep = sub.add_parser("report", help="per-language tables (Markdown, CSV) from finished runs")
+    rep.add_argument("runs", nargs="+", help="run folders, or folders holding runs (e.g. runs/)")
+    rep.add_argument("--out", default="report", help="output folder (default report)")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "urllib3", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Vanilla SFT: supervised fine-tuning on the multilingual instruction data as it is.
+
+The baseline of the CC-Tuning paper (Ye et al., ACL 2025): next-token cross-entropy on the response
+tokens of each chat-templated example, prompt tokens masked, full fine-tuning (LoRA optional through
+the `lora` training setting).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from harness.models import load_model, load_tokenizer
+from harness.training import SFTDataset, TrainContext, run_trainer
+from methods.base import Method, register_method
+
+log = logging.getLogger(__name__)
+
+
+@register_method("vanilla")
+class Vanilla(Method):
+    description = "Supervised fine-tuning on the instruction data as it is (prompt masked, response-only loss)."
+
+    def train(self, ctx: TrainContext) -> None:
+        tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
+        model = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
+        if ctx.settings.lora:
+            from harness.training import apply_lora
+
+            model = apply_lora(model, ctx.settings)
+        dataset = SFTDataset(tokenizer, self.prepare_examples(ctx.examples, ctx), ctx.settings.max_length)
+        log.info("training data: %s", dataset.stats())
+        ctx.extra["data_stats"] = dataset.stats()
+        run_trainer(ctx, model, tokenizer, dataset)
+
+
+@register_method("none")
+class NoTraining(Method):
+    description = "No training: evaluates the base model as it is (the zero-shot row of every report)."
+    trains = False
+
+    def train(self, ctx: TrainContext) -> None:  # nothing to train
+        return None
+
+    def make_lm(self, checkpoint: str, **lm_kwargs):
+        """A CC-Tuning checkpoint (it holds `cc.safetensors`) is evaluated with its connection active."""
+        if (Path(checkpoint) / "cc.safetensors").is_file():
+            from methods import METHODS
+
+            return METHODS.get("cc")().make_lm(checkpoint, **lm_kwargs)
+        return super().make_lm(checkpoint, **lm_kwargs)
