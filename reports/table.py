@@ -1,0 +1,84 @@
+"""Read finished runs into one pandas frame and pivot it into per-language tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from harness.store import find_runs, read_status
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["run", "method", "benchmark", "protocol", "lang", "metric", "value", "n", "task"]
+
+
+def load_frame(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run x task with the task's primary metric (x 100). Runs that are not complete are
+    left out and returned as the second value, so callers can warn about them."""
+    rows, skipped = [], []
+    for run_dir in find_runs(paths):
+        status = read_status(run_dir)
+        if status.get("phase") != "complete":
+            skipped.append(f"{run_dir.name} ({status.get('phase', 'no status')})")
+            continue
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        for task in status.get("tasks", []):
+            path = run_dir / "results" / f"{task}.json"
+            if not path.is_file():
+                skipped.append(f"{run_dir.name} (missing {task})")
+                continue
+            res = json.loads(path.read_text(encoding="utf-8"))
+            metric = res["primary_metric"]
+            value = res["metrics"].get(metric)
+            rows.append({
+                "run": run_dir.name, "method": config.get("method", "?"), "benchmark": res["benchmark"],
+                "protocol": res["protocol"], "lang": res["lang"] or "-", "metric": metric,
+                "value": None if value is None else 100.0 * value, "n": res["n"], "task": task,
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS), skipped
+
+
+def language_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows: benchmark/protocol/metric x run; columns: languages, then `avg` and `avg non-en`."""
+    if frame.empty:
+        return pd.DataFrame()
+    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
+    table = frame.pivot_table(
+        index=["bench", "metric", "method", "run"], columns="lang", values="value", aggfunc="first"
+    )
+    langs = list(table.columns)
+    table["avg"] = table[langs].mean(axis=1)
+    non_en = [c for c in langs if c != "en"]
+    if "en" in langs and non_en:
+        table["avg non-en"] = table[non_en].mean(axis=1)
+    return table.round(1)
+
+
+def counts_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Item counts behind each cell (benchmark x language)."""
+    if frame.empty:
+        return pd.DataFrame()
+    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
+    return frame.pivot_table(index="bench", columns="lang", values="n", aggfunc="max")
+
+
+def write_tables(frame: pd.DataFrame, out: Path, skipped: list[str]) -> list[Path]:
+    """Write `results.md` and `results.csv` (long format: one row per run x task) into `out`."""
+    from harness.io import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = language_table(frame)
+    md = ["# Per-language results", "", "Scores x 100 (accuracy, or ROUGE-L F1 for xlsum).", ""]
+    if skipped:
+        md += ["**Skipped (not complete):** " + ", ".join(skipped), ""]
+    if not table.empty:
+        md += [table.reset_index().to_markdown(index=False, floatfmt=".1f"), "", "## Items per cell", ""]
+        md += [counts_table(frame).reset_index().to_markdown(index=False), ""]
+    paths = [out / "results.md", out / "results.csv"]
+    atomic_write_text(paths[0], "\n".join(md))
+    atomic_write_text(paths[1], frame.to_csv(index=False))
+    return paths
