@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+from collections import Counter
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -62,11 +63,13 @@ class TrainSettings:
 
 
 # The paper's setting targets 7-8B models on GPUs; the CPU profile makes the default model learn in
-# minutes on 2 cores: one epoch, a higher learning rate for a 135M model, and a 256-token cutoff
-# (the English-centric tokenizer needs ~140 tokens for a Hindi FLORES sentence, so 128 would truncate).
+# minutes on 2 cores: one epoch, a higher learning rate for a 135M model, and a 512-token cutoff
+# (the English-centric tokenizer needs ~190 tokens for a Hindi SIB-200 prompt and ~370 for a Telugu
+# one, against ~90 for English: a shorter cutoff silently drops whole languages). Dropped and truncated
+# examples are counted per language in the run's data stats.
 PROFILES: dict[str, TrainSettings] = {
     "paper": TrainSettings(),
-    "cpu": TrainSettings(epochs=1.0, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, max_length=256),
+    "cpu": TrainSettings(epochs=1.0, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, max_length=512),
 }
 
 
@@ -97,17 +100,23 @@ class SFTDataset(Dataset):
 
     def __init__(self, tokenizer, examples: list[Example], max_length: int) -> None:
         self.items: list[dict[str, Any]] = []
-        self.dropped = 0
-        self.truncated = 0
+        self.dropped: Counter[str] = Counter()  # per language: prompt alone longer than max_length
+        self.truncated: Counter[str] = Counter()  # per language: response cut at max_length
+        self.max_length = max_length
         for ex in examples:
             enc = encode_example(tokenizer, ex.instruction, ex.output, max_length)
             if enc is None:
-                self.dropped += 1
+                self.dropped[ex.lang] += 1
                 continue
-            self.truncated += enc.truncated
+            self.truncated[ex.lang] += enc.truncated
             self.items.append({"input_ids": enc.input_ids, "labels": enc.labels, "rst": enc.prompt_len - 1})
         if not self.items:
-            raise HarnessError(f"no training example fits max_length={max_length}; raise --max-length")
+            raise HarnessError(
+                f"no training example fits max_length={max_length} tokens; raise it with --set max_length=N"
+            )
+        if self.dropped:
+            log.warning("dropped %d examples whose prompt exceeds %d tokens: %s", sum(self.dropped.values()),
+                        max_length, dict(self.dropped))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.items)
@@ -115,8 +124,14 @@ class SFTDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.items[i]
 
-    def stats(self) -> dict[str, int]:
-        return {"examples": len(self.items), "dropped_too_long": self.dropped, "truncated": self.truncated}
+    def stats(self) -> dict[str, Any]:
+        return {
+            "examples": len(self.items),
+            "tokens": sum(len(it["input_ids"]) for it in self.items),
+            "max_length": self.max_length,
+            "dropped_too_long": dict(sorted(self.dropped.items())),
+            "truncated": dict(sorted((k, v) for k, v in self.truncated.items() if v)),
+        }
 
 
 def pad_collate(pad_token_id: int):
