@@ -11,8 +11,8 @@ import json
 import logging
 import os
 import shutil
-from collections import Counter
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
