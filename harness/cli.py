@@ -103,6 +103,7 @@ def _merged(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import EvalConfig, RunConfig
+    from harness.data import data_dir
     from harness.evaluate import resolve_tasks
     from harness.pipeline import execute
     from harness.training import default_profile, resolve_settings
@@ -114,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for m in methods:
         METHODS.get(m, "--method")
     refs = resolve_tasks(_csv(v["tasks"]) or [], _csv(v["langs"]))
+    data_dir()  # fail before any model work when the shared data is missing
     limit = _positive("--limit", v["limit"])
     seeds = [int(s) for s in _csv(v["seeds"])] if v["seeds"] else [int(v["seed"])]
     profile = v["profile"] or default_profile()
@@ -127,23 +129,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     ecfg = EvalConfig(tasks=[r.name for r in refs], limit=limit, batch_size=int(v["batch_size"]),
                       apply_chat_template=not v["no_chat_template"])  # fmt: skip
     command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_dirs = []
+    known_opts = {k for m in methods for k in METHODS.get(m).defaults}
+    configs = []
     for method in methods:
-        opts = {k: val for k, val in method_opts.items() if k in METHODS.get(method).defaults}
-        unused = set(method_opts) - {k for m in methods for k in METHODS.get(m).defaults}
-        if unused:
-            METHODS.get(method).resolve_options(method_opts)  # raises the error for the unknown option
-        METHODS.get(method).resolve_options(opts)
+        cls = METHODS.get(method)
+        if set(method_opts) - known_opts:
+            cls.resolve_options(method_opts)  # raises the error naming the unknown option
+        opts = cls.resolve_options({k: val for k, val in method_opts.items() if k in cls.defaults})
+        opts = {k: val for k, val in opts.items() if k in method_opts}  # the id holds what was chosen
         for seed in seeds:
-            cfg = RunConfig(
+            configs.append(RunConfig(
                 method=method, model=v["model"], method_options=opts, recipe=v["recipe"],
                 train_langs=train_langs, train_limit=_positive("--train-limit", v["train_limit"]),
                 recipe_path=v["recipe_path"], seed=seed, profile=profile, train=settings.to_dict(),
                 trust_remote_code=bool(v["trust_remote_code"]),
-            )  # fmt: skip
-            run = execute(cfg, refs, ecfg, Path(v["output"]), command)
-            run_dirs.append(str(run.dir))
-            print(f"run {run.id}: {run.dir}")
+            ))  # fmt: skip
+    run_dirs = []
+    for cfg in configs:
+        run = execute(cfg, refs, ecfg, Path(v["output"]), command)
+        run_dirs.append(str(run.dir))
+        print(f"run {run.id}: {run.dir}")
     frame, _ = load_frame(run_dirs)
     frame = frame[frame.task.isin(ecfg.tasks)]
     print_table(frame)
