@@ -26,7 +26,7 @@ def _task_manager():
 
     from tasks.catalog import TASKS_DIR
 
-    return TaskManager(include_path=str(TASKS_DIR), verbosity="ERROR")
+    return TaskManager(include_path=str(TASKS_DIR))
 
 
 def resolve_tasks(names: list[str], langs: list[str] | None = None) -> list[TaskRef]:
