@@ -1,0 +1,34 @@
+"""CC-Tuning (Ye et al., ACL 2025): the cross-lingual connection mechanism, model-agnostic.
+
+- `hooks`: find decoder layers and feed-forward blocks; capture at / inject into the RST.
+- `model`: `CCModel`, the causal LM + Decision Maker, for training.
+- `transform`: the Transform Matrix W_T and the `cc.safetensors` checkpoint file.
+- `lm`: `CCLM`, the lm-eval model for CC inference (two passes sharing the key/value cache).
+"""
+
+from harness.cc.hooks import CCHooks, decoder_layers, feed_forward
+from harness.cc.model import CCModel, CCOptions
+from harness.cc.transform import (
+    CCWeights,
+    Pair,
+    fit_transform,
+    fit_transform_for_checkpoint,
+    fit_transform_matrix,
+    load_cc,
+    save_cc,
+)
+
+__all__ = [
+    "CCHooks",
+    "CCModel",
+    "CCOptions",
+    "CCWeights",
+    "Pair",
+    "decoder_layers",
+    "feed_forward",
+    "fit_transform",
+    "fit_transform_for_checkpoint",
+    "fit_transform_matrix",
+    "load_cc",
+    "save_cc",
+]

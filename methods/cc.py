@@ -1,0 +1,324 @@
+"""CC-Tuning: a cross-lingual connection in the latent space, learned during multilingual SFT.
+
+Reference: Ye et al., "CC-Tuning: A Cross-Lingual Connection Mechanism for Improving Joint Multilingual
+Supervised Fine-Tuning", ACL 2025 (arXiv 2506.00875); authors' code: github.com/YYF-Tommy/CC-Tuning.
+`shared/docs/METHOD.md` describes the method step by step; this module follows it.
+
+Training: for each example an English pass records the feed-forward outputs a (L x d) at the English
+prompt's Response Start Token (RST); a Decision Maker (bias-free d -> L linear map) picks one layer by
+straight-through hard Gumbel-softmax from mean_l(a_l + e), e the non-English input embedding at the RST;
+the chosen activation is added to the residual stream after layer 0 at the non-English RST; the loss is
+the response-only next-token cross-entropy of that fused pass. After training a Transform Matrix W_T
+(least squares, all layers stacked) maps a prompt's own activations onto its English translation's, so
+inference needs no translation. `cc.safetensors` next to the checkpoint holds W_DM and W_T, and
+`<run_dir>/cc_artifacts.json` the layer-choice histograms and the W_T fit for the report.
+
+Where this differs from the authors' code (each deliberate, see METHOD.md **[ours]**):
+- the RST is `len(templated prompt ids) - 1` for any chat template (theirs: special-token counting for
+  three model families), and the layers and feed-forward blocks are found by hooks on any decoder-only
+  model (for Gemma 2/3 the feed-forward output is that of `post_feedforward_layernorm`, which is what
+  enters the residual stream);
+- English training examples are their own x_en (every example takes the same path), and W_T is fitted
+  on non-English pairs only (English pairs would pull it towards the identity);
+- `detach_english` (no backward through the English pass) is available; the default keeps gradients,
+  as they do;
+- at evaluation the Decision Maker takes the argmax (theirs samples Gumbel noise, so scores vary from
+  run to run; `eval_gumbel` restores that), and the second pass reuses the first pass's key/value cache
+  before the RST instead of running two full forward passes (the same numbers, see tests/test_cc.py);
+- ablations: `fixed_source_layer`, `fuse_after_layer`, `dm_hard`, `dm_tau`, `use_wt`, `wt_samples`,
+  `wt_source` (training pairs or the parallel corpus), `wt_per_language`;
+- training runs through the transformers Trainer like every method here (DeepSpeed/FSDP through
+  `accelerate launch`), not their DeepSpeed script.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback
+
+from harness.cc.model import CCModel, CCOptions
+from harness.cc.transform import (
+    CCWeights,
+    Pair,
+    TransformFit,
+    fit_transform,
+    pairs_from_examples,
+    pairs_from_parallel,
+    save_cc,
+)
+from harness.chat import encode_example, encode_prompt
+from harness.data import Example
+from harness.errors import HarnessError
+from harness.io import atomic_write_json
+from harness.models import load_model, load_tokenizer
+from harness.training import TrainContext, run_trainer
+from methods.base import Method, register_method
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = "cc_artifacts.json"
+
+
+class CCDataset(Dataset):
+    """Tokenised examples: the non-English prompt + response (prompt masked) with its RST, and the
+    English prompt with its RST. English examples are their own English prompt."""
+
+    def __init__(self, tokenizer, examples: list[Example], max_length: int) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.dropped = 0
+        self.truncated = 0
+        for ex in examples:
+            enc = encode_example(tokenizer, ex.instruction, ex.output, max_length)
+            english = ex.instruction if ex.lang == "en" or not ex.instruction_en else ex.instruction_en
+            en_ids = encode_prompt(tokenizer, english)
+            if enc is None or len(en_ids) > max_length:
+                self.dropped += 1
+                continue
+            self.truncated += enc.truncated
+            self.items.append(
+                {
+                    "input_ids": enc.input_ids,
+                    "labels": enc.labels,
+                    "rst": enc.prompt_len - 1,
+                    "en_input_ids": en_ids,
+                    "en_rst": len(en_ids) - 1,
+                }
+            )
+        if not self.items:
+            raise HarnessError(f"no training example fits max_length={max_length}; raise --max-length")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+    def stats(self) -> dict[str, int]:
+        return {"examples": len(self.items), "dropped_too_long": self.dropped, "truncated": self.truncated}
+
+
+def _entropy(counts: list[int]) -> float:
+    """Entropy (nats) of a histogram."""
+    total = sum(counts)
+    return 0.0 - sum(c / total * math.log(c / total) for c in counts if c) if total else 0.0
+
+
+class _LayerChoiceLog(TrainerCallback):
+    """After every optimizer step, appends the step's Decision Maker diagnostics to the run's log:
+    the chosen-layer histogram, its entropy, and the mean entropy of the DM's softmax."""
+
+    def __init__(self, trainer: CCTrainer, path: Path | None) -> None:
+        self.trainer = trainer
+        self.path = path
+
+    def on_step_end(self, args, state, control, **kwargs):
+        counts, dm_entropy = self.trainer.pop_layer_choices()
+        if not state.is_world_process_zero or self.path is None:
+            return
+        row = {"step": state.global_step, "cc_layer_hist": counts, "cc_layer_entropy": _entropy(counts)}
+        if dm_entropy is not None:
+            row["cc_dm_entropy"] = dm_entropy
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class CCTrainer(Trainer):
+    """The Trainer with CCModel's loss, per-step layer-choice diagnostics, and a checkpoint format for a
+    model that is not a PreTrainedModel and may tie its embeddings."""
+
+    def __init__(self, *args, diagnostics_path: Path | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._layer_counts = torch.zeros(self.model.num_layers, dtype=torch.long)
+        self._dm_entropy: list[float] = []
+        self.add_callback(_LayerChoiceLog(self, diagnostics_path))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if model.training:
+            self._layer_counts += torch.bincount(
+                outputs.layer_choice.cpu(), minlength=len(self._layer_counts)
+            )
+            if outputs.dm_entropy is not None:
+                self._dm_entropy.extend(outputs.dm_entropy.tolist())
+        return (loss, outputs) if return_outputs else loss
+
+    def pop_layer_choices(self) -> tuple[list[int], float | None]:
+        """The layer histogram and mean DM entropy since the last call (one optimizer step)."""
+        counts = self._layer_counts.tolist()
+        entropy = sum(self._dm_entropy) / len(self._dm_entropy) if self._dm_entropy else None
+        self._layer_counts.zero_()
+        self._dm_entropy.clear()
+        return counts, entropy
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        from safetensors.torch import save_file, save_model
+
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, "model.safetensors")  # read back by Trainer._load_from_checkpoint
+        if state_dict is None:  # save_model drops the duplicate names of tied weights
+            save_model(self.accelerator.unwrap_model(self.model), path, metadata={"format": "pt"})
+        else:
+            save_file(
+                {k: v.detach().clone().contiguous() for k, v in state_dict.items()},
+                path,
+                metadata={"format": "pt"},
+            )
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        from safetensors.torch import load_model
+
+        path = os.path.join(resume_from_checkpoint, "model.safetensors")
+        # a checkpoint of another format (FSDP, DeepSpeed) loads the Trainer's own way
+        if not os.path.isfile(path):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_model(model or self.model, path)  # strict, and aware of the tied names `_save` dropped
+
+
+def training_layer_histogram(log_path: Path) -> list[dict[str, Any]]:
+    """The per-step layer-choice rows of a run's log (the last record of a step wins after a resume)."""
+    rows: dict[int, dict[str, Any]] = {}
+    if log_path.is_file():
+        for line in log_path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if "cc_layer_hist" in row:
+                rows[row["step"]] = row
+    return [rows[step] for step in sorted(rows)]
+
+
+@register_method("cc")
+class CCTuning(Method):
+    description = (
+        "CC-Tuning (Ye et al., ACL 2025): English feed-forward activations fused into the non-English pass "
+        "by a learned Decision Maker; a least-squares Transform Matrix replaces the English pass at test time."
+    )
+    requires_english = True
+    defaults = {
+        "fixed_source_layer": -1,  # >= 0: always fuse this layer (no Decision Maker)
+        "fuse_after_layer": 0,  # k: fuse into the residual stream after decoder layer k
+        "dm_tau": 1.0,  # Gumbel-softmax temperature
+        "dm_hard": True,  # straight-through one-hot (the paper) or soft weights
+        "detach_english": False,  # no gradient through the English pass
+        "wt_samples": 1000,  # M parallel pairs to fit W_T on (all when fewer)
+        "wt_source": "train",  # "train": the training pairs; "parallel": shared/data/parallel
+        "wt_per_language": False,  # also fit (and evaluate with) one W_T per language
+        "use_wt": True,  # False: the prompt's own activations (W_T = identity), an ablation
+        "eval_gumbel": False,  # evaluation samples the Decision Maker (the authors') instead of argmax
+    }
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        if self.options["wt_source"] not in ("train", "parallel"):
+            raise HarnessError(
+                f"option wt_source={self.options['wt_source']!r} of method 'cc': valid: train, parallel"
+            )
+        if self.options["wt_samples"] < 1:
+            raise HarnessError(f"option wt_samples={self.options['wt_samples']} of method 'cc' must be >= 1")
+        if self.options["dm_tau"] <= 0:
+            raise HarnessError(f"option dm_tau={self.options['dm_tau']} of method 'cc' must be > 0")
+
+    def check_examples(self, examples: list[Example]) -> None:
+        """Every non-English example needs `instruction_en`; English ones are their own translation."""
+        super().check_examples([ex for ex in examples if ex.lang != "en"])
+
+    def transform_pairs(self, examples: list[Example]) -> list[Pair]:
+        if self.options["wt_source"] == "parallel":
+            return pairs_from_parallel(sorted({ex.lang for ex in examples}))
+        return pairs_from_examples(examples)
+
+    def train(self, ctx: TrainContext) -> None:
+        from transformers import set_seed
+
+        set_seed(ctx.seed)  # the Decision Maker's (and LoRA's) initialisation
+        examples = self.prepare_examples(ctx.examples, ctx)
+        self.check_examples(examples)
+        pairs = self.transform_pairs(examples)  # fail before training, not after
+        tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
+        lm = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
+        if ctx.settings.lora:
+            from harness.training import apply_lora
+
+            lm = apply_lora(lm, ctx.settings)
+        dataset = CCDataset(tokenizer, examples, ctx.settings.max_length)
+        log.info("training data: %s", dataset.stats())
+        ctx.extra["data_stats"] = dataset.stats()
+        model = CCModel(lm, CCOptions.from_dict(self.options))
+
+        fits: list[TransformFit] = []
+
+        def save(model: CCModel, tokenizer, folder: Path) -> None:
+            """The LM checkpoint (LoRA merged), then W_T fitted with it, then cc.safetensors."""
+            lm = model.lm.merge_and_unload() if hasattr(model.lm, "merge_and_unload") else model.lm
+            lm.save_pretrained(folder, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
+            fit = fit_transform(
+                lm,
+                tokenizer,
+                pairs,
+                self.options["wt_samples"],
+                ctx.seed,
+                per_language=self.options["wt_per_language"],
+                source=self.options["wt_source"],
+                batch_size=ctx.settings.per_device_batch_size,
+            )
+            weights = CCWeights(
+                decision_maker=model.decision_maker.weight,
+                transform_matrix=fit.transform_matrix,
+                per_language=fit.per_language_matrices,
+                options=model.options.to_dict(),
+                transform=fit.summary(),
+            )
+            save_cc(folder, weights)
+            fits.append(fit)
+
+        run_trainer(
+            ctx, model, tokenizer, dataset, trainer_cls=CCTrainer, save_fn=save, diagnostics_path=ctx.log_path
+        )
+        if fits:
+            self.write_artifacts(ctx, model.num_layers, fits[-1])
+
+    def write_artifacts(self, ctx: TrainContext, num_layers: int, fit: TransformFit) -> None:
+        """`<run_dir>/cc_artifacts.json`: layer choices over training, and the W_T fit."""
+        steps = training_layer_histogram(ctx.log_path)
+        total = [0] * num_layers
+        for row in steps:
+            total = [a + b for a, b in zip(total, row["cc_layer_hist"], strict=True)]
+        atomic_write_json(
+            ctx.run_dir / ARTIFACTS,
+            {
+                "method": "cc",
+                "options": self.options,
+                "num_layers": num_layers,
+                "train_layer_hist": total,
+                "train_layer_entropy": _entropy(total),
+                "train_layer_hist_per_step": steps,
+                "transform": fit.summary(),
+            },
+        )
+
+    def make_lm(self, checkpoint: str, **lm_kwargs: Any):
+        """The CC-aware lm-eval model (records its layer choices: `lm.artifacts()`)."""
+        from harness.cc.lm import CCLM
+
+        return CCLM(
+            pretrained=checkpoint,
+            use_wt=self.options["use_wt"],
+            eval_gumbel=self.options["eval_gumbel"],
+            wt_per_language=self.options["wt_per_language"],
+            **lm_kwargs,
+        )
