@@ -157,6 +157,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2, help="timed training steps (after one warm-up)")
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="evaluation runs per model (the fastest counts)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)"
+    )
     parser.add_argument("--items", type=int, default=16, help="XNLI items (x 3 options) for loglikelihood")
     parser.add_argument(
         "--generations", type=int, default=4, help="prompts for greedy generation (16 tokens)"

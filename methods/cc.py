@@ -35,16 +35,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainerCallback
 
-from harness.cc.model import CCModel, CCOptions
+from harness.cc.model import CCModel, CCOptions, histogram_entropy
 from harness.cc.transform import (
     CCWeights,
     Pair,
@@ -69,20 +66,22 @@ ARTIFACTS = "cc_artifacts.json"
 
 class CCDataset(Dataset):
     """Tokenised examples: the non-English prompt + response (prompt masked) with its RST, and the
-    English prompt with its RST. English examples are their own English prompt."""
+    English prompt with its RST. English examples are their own English prompt. Statistics as
+    `harness.training.SFTDataset`'s; an example is dropped when either prompt exceeds `max_length`."""
 
     def __init__(self, tokenizer, examples: list[Example], max_length: int) -> None:
         self.items: list[dict[str, Any]] = []
-        self.dropped = 0
-        self.truncated = 0
+        self.dropped: Counter[str] = Counter()  # per language
+        self.truncated: Counter[str] = Counter()  # per language: response cut at max_length
+        self.max_length = max_length
         for ex in examples:
             enc = encode_example(tokenizer, ex.instruction, ex.output, max_length)
             english = ex.instruction if ex.lang == "en" or not ex.instruction_en else ex.instruction_en
             en_ids = encode_prompt(tokenizer, english)
             if enc is None or len(en_ids) > max_length:
-                self.dropped += 1
+                self.dropped[ex.lang] += 1
                 continue
-            self.truncated += enc.truncated
+            self.truncated[ex.lang] += enc.truncated
             self.items.append(
                 {
                     "input_ids": enc.input_ids,
@@ -93,7 +92,16 @@ class CCDataset(Dataset):
                 }
             )
         if not self.items:
-            raise HarnessError(f"no training example fits max_length={max_length}; raise --max-length")
+            raise HarnessError(
+                f"no training example fits max_length={max_length} tokens; raise it with --set max_length=N"
+            )
+        if self.dropped:
+            log.warning(
+                "dropped %d examples whose prompt or English prompt exceeds %d tokens: %s",
+                sum(self.dropped.values()),
+                max_length,
+                dict(self.dropped),
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -101,93 +109,15 @@ class CCDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.items[i]
 
-    def stats(self) -> dict[str, int]:
-        return {"examples": len(self.items), "dropped_too_long": self.dropped, "truncated": self.truncated}
-
-
-def _entropy(counts: list[int]) -> float:
-    """Entropy (nats) of a histogram."""
-    total = sum(counts)
-    return 0.0 - sum(c / total * math.log(c / total) for c in counts if c) if total else 0.0
-
-
-class _LayerChoiceLog(TrainerCallback):
-    """After every optimizer step, appends the step's Decision Maker diagnostics to the run's log:
-    the chosen-layer histogram, its entropy, and the mean entropy of the DM's softmax."""
-
-    def __init__(self, trainer: CCTrainer, path: Path | None) -> None:
-        self.trainer = trainer
-        self.path = path
-
-    def on_step_end(self, args, state, control, **kwargs):
-        counts, dm_entropy = self.trainer.pop_layer_choices()
-        if not state.is_world_process_zero or self.path is None:
-            return
-        row = {"step": state.global_step, "cc_layer_hist": counts, "cc_layer_entropy": _entropy(counts)}
-        if dm_entropy is not None:
-            row["cc_dm_entropy"] = dm_entropy
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-class CCTrainer(Trainer):
-    """The Trainer with CCModel's loss, per-step layer-choice diagnostics, and a checkpoint format for a
-    model that is not a PreTrainedModel and may tie its embeddings."""
-
-    def __init__(self, *args, diagnostics_path: Path | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._layer_counts = torch.zeros(self.model.num_layers, dtype=torch.long)
-        self._dm_entropy: list[float] = []
-        self.add_callback(_LayerChoiceLog(self, diagnostics_path))
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(
-            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
-        if model.training:
-            self._layer_counts += torch.bincount(
-                outputs.layer_choice.cpu(), minlength=len(self._layer_counts)
-            )
-            if outputs.dm_entropy is not None:
-                self._dm_entropy.extend(outputs.dm_entropy.tolist())
-        return (loss, outputs) if return_outputs else loss
-
-    def pop_layer_choices(self) -> tuple[list[int], float | None]:
-        """The layer histogram and mean DM entropy since the last call (one optimizer step)."""
-        counts = self._layer_counts.tolist()
-        entropy = sum(self._dm_entropy) / len(self._dm_entropy) if self._dm_entropy else None
-        self._layer_counts.zero_()
-        self._dm_entropy.clear()
-        return counts, entropy
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        from safetensors.torch import save_file, save_model
-
-        if not self.args.should_save:
-            return
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        path = os.path.join(output_dir, "model.safetensors")  # read back by Trainer._load_from_checkpoint
-        if state_dict is None:  # save_model drops the duplicate names of tied weights
-            save_model(self.accelerator.unwrap_model(self.model), path, metadata={"format": "pt"})
-        else:
-            save_file(
-                {k: v.detach().clone().contiguous() for k, v in state_dict.items()},
-                path,
-                metadata={"format": "pt"},
-            )
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        from safetensors.torch import load_model
-
-        path = os.path.join(resume_from_checkpoint, "model.safetensors")
-        # a checkpoint of another format (FSDP, DeepSpeed) loads the Trainer's own way
-        if not os.path.isfile(path):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_model(model or self.model, path)  # strict, and aware of the tied names `_save` dropped
+    def stats(self) -> dict[str, Any]:
+        return {
+            "examples": len(self.items),
+            "tokens": sum(len(it["input_ids"]) for it in self.items),
+            "english_prompt_tokens": sum(len(it["en_input_ids"]) for it in self.items),
+            "max_length": self.max_length,
+            "dropped_too_long": dict(sorted(self.dropped.items())),
+            "truncated": dict(sorted((k, v) for k, v in self.truncated.items() if v)),
+        }
 
 
 def training_layer_histogram(log_path: Path) -> list[dict[str, Any]]:
@@ -243,6 +173,8 @@ class CCTuning(Method):
 
     def train(self, ctx: TrainContext) -> None:
         from transformers import set_seed
+
+        from harness.cc.trainer import CCTrainer
 
         set_seed(ctx.seed)  # the Decision Maker's (and LoRA's) initialisation
         examples = self.prepare_examples(ctx.examples, ctx)
@@ -305,7 +237,7 @@ class CCTuning(Method):
                 "options": self.options,
                 "num_layers": num_layers,
                 "train_layer_hist": total,
-                "train_layer_entropy": _entropy(total),
+                "train_layer_entropy": histogram_entropy(total),
                 "train_layer_hist_per_step": steps,
                 "transform": fit.summary(),
             },

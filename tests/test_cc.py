@@ -199,6 +199,16 @@ def test_batch_rst_is_last_prompt_token_of_every_row(tokenizer):
     assert english.tolist() == prompt.tolist()
 
 
+def test_examples_whose_english_prompt_is_too_long_are_dropped(tokenizer):
+    from methods.cc import CCDataset
+
+    long_english = Example("7", "fr", "court", "x", "a much much much much longer English instruction")
+    short = Example("8", "fr", "court", "x", "short")
+    assert len(CCDataset(tokenizer, [long_english, short], max_length=60)) == 2
+    dataset = CCDataset(tokenizer, [long_english, short], max_length=30)  # the English prompt needs 43
+    assert dataset.stats()["dropped_too_long"] == {"fr": 1} and len(dataset) == 1
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma"])
 def test_training_step_on_padded_batch(arch, tokenizer):
     batch = cc_batch(tokenizer)
@@ -256,6 +266,8 @@ def test_fixed_source_layer_and_soft_gumbel(tokenizer):
     assert ((g > 0) & (g < 1)).all() and torch.allclose(g.sum(-1), torch.ones(5))
     g, logits = decide(model.decision_maker, a, e, sample=False)
     assert torch.equal(g.argmax(-1), logits.argmax(-1)) and torch.equal(g.sum(-1), torch.ones(5))
+    soft, _ = decide(model.decision_maker, a, e, sample=False, hard=False, tau=0.5)
+    torch.testing.assert_close(soft, torch.softmax(logits / 0.5, -1))
     torch.testing.assert_close(fuse_vector(g, a), a[torch.arange(5), g.argmax(-1)])
 
 
@@ -469,7 +481,7 @@ def test_language_of_task_names():
 def test_trainer_checkpoint_round_trip_with_tied_embeddings(tokenizer, tmp_path):
     from transformers import TrainingArguments
 
-    from methods.cc import CCTrainer
+    from harness.cc.trainer import CCTrainer
 
     model = CCModel(make_model("llama"))
     assert model.lm.lm_head.weight is model.lm.model.embed_tokens.weight
@@ -611,3 +623,35 @@ def test_default_model_with_zero_fusion_scores_and_generates_like_hflm():
     )
     assert cc.generate_until(generate) == hflm.generate_until(generate)
     assert cc.artifacts()["eval_prompts"] == 6  # 3 prompts scored + 3 generated (another task language)
+
+
+def test_cc_run_through_the_pipeline(tmp_path):
+    """`harness run --method cc` on a tiny model: training, cc.safetensors, lm-eval tasks (log-likelihood
+    and generation) through the CC model, and both artifact files in the run."""
+    from harness.config import EvalConfig, RunConfig
+    from harness.evaluate import resolve_tasks
+    from harness.pipeline import execute
+    from harness.training import PROFILES
+
+    base = tmp_path / "base"
+    make_model("qwen2").save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(ex.to_dict()) + "\n" for ex in EXAMPLES), encoding="utf-8")
+    train = {**PROFILES["cpu"].to_dict(), "max_steps": 2, "per_device_batch_size": 3, "batch_size": 3}
+    train |= {"bf16": False, "logging_steps": 1, "max_length": 128}
+    config = RunConfig(
+        method="cc", model=str(base), recipe="jsonl", recipe_path=str(data), train_limit=None, train=train,
+        method_options={"wt_samples": 3},
+    )  # fmt: skip
+    refs = resolve_tasks(["sib200_mc", "xnli_gen"], ["sw"])
+    run = execute(
+        config, refs, EvalConfig(tasks=[r.name for r in refs], limit=2, batch_size=2), tmp_path, "t"
+    )
+    assert run.status()["phase"] == "complete" and (run.model_dir / "cc.safetensors").is_file()
+    train_artifacts = json.loads((run.dir / "cc_artifacts.json").read_text())
+    assert sum(train_artifacts["train_layer_hist"]) == 6 and train_artifacts["transform"]["m"] == 3
+    eval_artifacts = json.loads((run.dir / "eval_artifacts.json").read_text())
+    assert eval_artifacts["eval_prompts"] == 4 and list(eval_artifacts["eval_layer_hist_per_language"]) == [
+        "sw"
+    ]

@@ -2,6 +2,7 @@
 
 - `hooks`: find decoder layers and feed-forward blocks; capture at / inject into the RST.
 - `model`: `CCModel`, the causal LM + Decision Maker, for training.
+- `trainer`: `CCTrainer`, the transformers Trainer for `CCModel` (imported on use: it is slow to import).
 - `transform`: the Transform Matrix W_T and the `cc.safetensors` checkpoint file.
 - `lm`: `CCLM`, the lm-eval model for CC inference (two passes sharing the key/value cache).
 """

@@ -94,7 +94,6 @@ class RSTCapture:
 
 @dataclass
 class _FusionState:
-    rst: Positions
     make_vector: Callable[[torch.Tensor], torch.Tensor]
     once: bool
     active: bool = True
@@ -165,7 +164,7 @@ class CCHooks:
         if isinstance(make_vector, torch.Tensor):
             vector = make_vector
             make_vector = lambda e: vector  # noqa: E731
-        state = _FusionState(rst=rst, make_vector=make_vector, once=once)
+        state = _FusionState(make_vector=make_vector, once=once)
 
         def save_embedding(module, args, kwargs):
             if state.active:

@@ -12,6 +12,7 @@ One training step (METHOD.md, "Training step"):
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -56,7 +57,8 @@ def decide(
     """The Decision Maker: layer weights g (batch, L) for activations a (batch, L, d) and the input
     embedding e (batch, d), and its logits (batch, L) (None with a fixed source layer).
 
-    `sample=True`: Gumbel-softmax (training; evaluation with `eval_gumbel`); `sample=False`: argmax.
+    `sample=True`: Gumbel-softmax (training; evaluation with `eval_gumbel`). `sample=False` (evaluation):
+    the noise-free decision, one-hot argmax when `hard`, softmax(logits / tau) for a soft Decision Maker.
     """
     batch, n_layers, _ = a.shape
     if fixed_layer >= 0:
@@ -71,9 +73,17 @@ def decide(
     logits = decision_maker(dm_input.to(decision_maker.weight.dtype))  # (batch, L)
     if sample:
         g = F.gumbel_softmax(logits.float(), tau=tau, hard=hard)
-    else:
+    elif hard:
         g = F.one_hot(logits.argmax(dim=-1), n_layers).float()
+    else:
+        g = F.softmax(logits.float() / tau, dim=-1)
     return g.to(a.dtype), logits
+
+
+def histogram_entropy(counts: list[int]) -> float:
+    """Entropy (nats) of a histogram of layer choices."""
+    total = sum(counts)
+    return 0.0 - sum(c / total * math.log(c / total) for c in counts if c) if total else 0.0
 
 
 def fuse_vector(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
