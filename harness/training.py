@@ -96,27 +96,39 @@ class TrainContext:
 
 
 class SFTDataset(Dataset):
-    """Tokenised examples with the prompt masked out of the labels."""
+    """Tokenised examples with the prompt masked out of the labels; per-language counts of examples
+    dropped (the prompt alone exceeds `max_length`) and truncated (the response was cut).
+
+    Subclasses add fields per example by overriding `encode` (CC-Tuning adds the English prompt)."""
 
     def __init__(self, tokenizer, examples: list[Example], max_length: int) -> None:
-        self.items: list[dict[str, Any]] = []
-        self.dropped: Counter[str] = Counter()  # per language: prompt alone longer than max_length
-        self.truncated: Counter[str] = Counter()  # per language: response cut at max_length
+        self.tokenizer = tokenizer
         self.max_length = max_length
+        self.items: list[dict[str, Any]] = []
+        self.dropped: Counter[str] = Counter()
+        self.truncated: Counter[str] = Counter()
         for ex in examples:
-            enc = encode_example(tokenizer, ex.instruction, ex.output, max_length)
-            if enc is None:
+            item = self.encode(ex)
+            if item is None:
                 self.dropped[ex.lang] += 1
                 continue
-            self.truncated[ex.lang] += enc.truncated
-            self.items.append({"input_ids": enc.input_ids, "labels": enc.labels, "rst": enc.prompt_len - 1})
+            self.truncated[ex.lang] += item.pop("truncated")
+            self.items.append(item)
         if not self.items:
             raise HarnessError(
                 f"no training example fits max_length={max_length} tokens; raise it with --set max_length=N"
             )
         if self.dropped:
-            log.warning("dropped %d examples whose prompt exceeds %d tokens: %s", sum(self.dropped.values()),
+            log.warning("dropped %d examples longer than %d tokens: %s", sum(self.dropped.values()),
                         max_length, dict(self.dropped))  # fmt: skip
+
+    def encode(self, ex: Example) -> dict[str, Any] | None:
+        """One example's fields (with a `truncated` flag), or None to drop it."""
+        enc = encode_example(self.tokenizer, ex.instruction, ex.output, self.max_length)
+        if enc is None:
+            return None
+        return {"input_ids": enc.input_ids, "labels": enc.labels, "rst": enc.prompt_len - 1,
+                "truncated": enc.truncated}  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.items)

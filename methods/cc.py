@@ -35,11 +35,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
-
-from torch.utils.data import Dataset
 
 from harness.cc.model import CCModel, CCOptions, histogram_entropy
 from harness.cc.transform import (
@@ -51,12 +48,12 @@ from harness.cc.transform import (
     pairs_from_parallel,
     save_cc,
 )
-from harness.chat import encode_example, encode_prompt
+from harness.chat import encode_prompt
 from harness.data import Example
 from harness.errors import HarnessError
 from harness.io import atomic_write_json
 from harness.models import load_model, load_tokenizer
-from harness.training import TrainContext, run_trainer
+from harness.training import SFTDataset, TrainContext, run_trainer
 from methods.base import Method, register_method
 
 log = logging.getLogger(__name__)
@@ -64,60 +61,20 @@ log = logging.getLogger(__name__)
 ARTIFACTS = "cc_artifacts.json"
 
 
-class CCDataset(Dataset):
-    """Tokenised examples: the non-English prompt + response (prompt masked) with its RST, and the
-    English prompt with its RST. English examples are their own English prompt. Statistics as
-    `harness.training.SFTDataset`'s; an example is dropped when either prompt exceeds `max_length`."""
+class CCDataset(SFTDataset):
+    """`SFTDataset` plus the English prompt and its RST for every example (English examples are their
+    own English prompt); an example is dropped when either prompt exceeds `max_length`."""
 
-    def __init__(self, tokenizer, examples: list[Example], max_length: int) -> None:
-        self.items: list[dict[str, Any]] = []
-        self.dropped: Counter[str] = Counter()  # per language
-        self.truncated: Counter[str] = Counter()  # per language: response cut at max_length
-        self.max_length = max_length
-        for ex in examples:
-            enc = encode_example(tokenizer, ex.instruction, ex.output, max_length)
-            english = ex.instruction if ex.lang == "en" or not ex.instruction_en else ex.instruction_en
-            en_ids = encode_prompt(tokenizer, english)
-            if enc is None or len(en_ids) > max_length:
-                self.dropped[ex.lang] += 1
-                continue
-            self.truncated[ex.lang] += enc.truncated
-            self.items.append(
-                {
-                    "input_ids": enc.input_ids,
-                    "labels": enc.labels,
-                    "rst": enc.prompt_len - 1,
-                    "en_input_ids": en_ids,
-                    "en_rst": len(en_ids) - 1,
-                }
-            )
-        if not self.items:
-            raise HarnessError(
-                f"no training example fits max_length={max_length} tokens; raise it with --set max_length=N"
-            )
-        if self.dropped:
-            log.warning(
-                "dropped %d examples whose prompt or English prompt exceeds %d tokens: %s",
-                sum(self.dropped.values()),
-                max_length,
-                dict(self.dropped),
-            )
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
+    def encode(self, ex: Example) -> dict[str, Any] | None:
+        item = super().encode(ex)
+        english = ex.instruction if ex.lang == "en" or not ex.instruction_en else ex.instruction_en
+        en_ids = encode_prompt(self.tokenizer, english)
+        if item is None or len(en_ids) > self.max_length:
+            return None
+        return {**item, "en_input_ids": en_ids, "en_rst": len(en_ids) - 1}
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "examples": len(self.items),
-            "tokens": sum(len(it["input_ids"]) for it in self.items),
-            "english_prompt_tokens": sum(len(it["en_input_ids"]) for it in self.items),
-            "max_length": self.max_length,
-            "dropped_too_long": dict(sorted(self.dropped.items())),
-            "truncated": dict(sorted((k, v) for k, v in self.truncated.items() if v)),
-        }
+        return {**super().stats(), "english_prompt_tokens": sum(len(it["en_input_ids"]) for it in self.items)}
 
 
 def training_layer_histogram(log_path: Path) -> list[dict[str, Any]]:
