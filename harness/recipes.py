@@ -28,7 +28,7 @@ from harness.data import LANGUAGES, Example, check_languages, data_dir, iter_jso
 from harness.decontam import texts_overlap
 from harness.errors import HarnessError
 from harness.registry import Registry
-from tasks.templates import SIB_PROMPT, SIB_TOPICS, TRANSLATE_TO_EN_PROMPT, sib_answer
+from tasks.templates import SIB_PROMPT, SIB_TOPICS, TRANSLATE_TO_EN_PROMPT
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def _mini_parallel_pool(root: str, lang: str) -> _Pool:
             id=f"mini-parallel/{lang}/sib/{_row_id(row, where)}",
             lang=lang,
             instruction=SIB_PROMPT.format(text=text),
-            output=sib_answer(topic),
+            output=topic,
             instruction_en=SIB_PROMPT.format(text=text_en),
         )
         sib.append((text, text_en, example))
@@ -225,7 +225,7 @@ def mini_parallel(options: RecipeOptions) -> list[Example]:
 
     Built from the shared data folder (`<data>/parallel`):
     - SIB-200 (FLORES-200 sentences, `split == "train"` only: 701 per language): instruction
-      `SIB_PROMPT` around the native sentence, output the topic's option number, English instruction
+      `SIB_PROMPT` around the native sentence, output the English topic label, English instruction
       the same template around the English sentence. The dev/test sentences are the SIB-200 task's.
     - NTREX-128 (1997 news sentences): "translate into English", output the English sentence; the
       English instruction is the same template around the English sentence. Not for English

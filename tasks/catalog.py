@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.data import data_dir, read_jsonl
 from harness.errors import HarnessError, unknown
-from tasks.templates import SIB_PROMPT, sib_answer
+from tasks.templates import SIB_PROMPT
 
 TASKS_DIR: Path = Path(__file__).resolve().parent
 
@@ -84,8 +84,7 @@ def load_items(benchmark: str, lang: str) -> list[dict[str, Any]]:
             "id": row["id"],
             "prompt": SIB_PROMPT.format(text=row["text"]),
             "prompt_en": SIB_PROMPT.format(text=row["text_en"]),
-            "answer": sib_answer(row["topic"]),
-                "topic": row["topic"],
+            "answer": row["topic"],
         }
         for row in rows
         if row["split"] == "test"

@@ -16,18 +16,14 @@ SIB_TOPICS: tuple[str, ...] = (
     "geography",
 )
 
-# Options are numbered, as in the paper's XNLI / XStoryCloze prompts, and the answer is the option
-# number: a one-token answer lets lm-eval score all 7 options of an item with one forward pass (its
-# logits cache), 7x cheaper than ranking the multi-token topic names, which matters on a CPU.
+# The answer is the topic name, not an option number: measured on the default model (6 languages,
+# 240 SIB examples, 2 epochs), SFT on topic names drops the loss to ~0.4 and learns the task, while
+# SFT on option numbers stays at the label prior (loss ~1.0, always the majority option). The price is
+# that the `_mc` protocol ranks 7 multi-token names (7 forward passes an item); `sib200_gen` is cheap.
 SIB_PROMPT = (
     "What is the topic of the following sentence?\n\n{text}\n\n"
-    + "".join(f"({i}) {topic}\n" for i, topic in enumerate(SIB_TOPICS, 1))
-    + "\nAnswer with the number of the topic."
+    "Choose one of: science/technology, travel, politics, sports, health, entertainment, geography.\n"
+    "Topic:"
 )
-
-
-def sib_answer(topic: str) -> str:
-    """The option number ("1".."7") of a SIB-200 topic label."""
-    return str(SIB_TOPICS.index(topic) + 1)
 
 TRANSLATE_TO_EN_PROMPT = "Translate the following sentence into English.\n\n{text}"

@@ -32,7 +32,7 @@ OPTION_LABELS: dict[str, tuple[str, ...]] = {
     "xnli": ("1", "2", "3"),
     "xstorycloze": ("1", "2"),
     "mmmlu": ("A", "B", "C", "D"),
-    "sib200": tuple(str(i) for i in range(1, len(SIB_TOPICS) + 1)),
+    "sib200": SIB_TOPICS,
 }
 
 # Word prefixes that name a topic ("sport" also finds "sports", "sporting").
@@ -85,13 +85,8 @@ def extract_answer(benchmark: str, doc: Mapping[str, Any], output: str) -> str:
     if benchmark in ("xnli", "xstorycloze", "mmmlu"):
         labels = OPTION_LABELS[benchmark]
         return extract_option(output, labels, doc_options(doc, labels))
-    if benchmark == "sib200":  # the option number, or the number of the topic named in the output
-        labels = OPTION_LABELS[benchmark]
-        number = extract_option(output, labels, {})
-        if number:
-            return number
-        topic = extract_topic(output)
-        return str(SIB_TOPICS.index(topic) + 1) if topic else ""
+    if benchmark == "sib200":
+        return extract_topic(output)
     if benchmark == "mgsm":
         return extract_number(output)
     if benchmark in ("xquad", "mkqa"):

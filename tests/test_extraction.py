@@ -291,14 +291,11 @@ def test_process_results_gen_reports_the_benchmark_metric() -> None:
     assert utils.process_results_gen(doc, ["2"]) == {"acc": 0.0}
     summary = {"benchmark": "xlsum", "answer": "a b c d"}
     assert utils.process_results_gen(summary, ["a b x y"]) == {"rougeL": pytest.approx(0.5)}
-    topic = {"benchmark": "sib200", "answer": "4"}
+    topic = {"benchmark": "sib200", "answer": "sports"}
     assert utils.process_results_gen(topic, ["Topic: sports"]) == {"acc": 1.0}
-    assert utils.process_results_gen(topic, ["(4) sports"]) == {"acc": 1.0}
-    assert utils.process_results_gen(topic, ["4"]) == {"acc": 1.0}
-    assert utils.process_results_gen(topic, ["3"]) == {"acc": 0.0}
 
 
 def test_mc_hooks() -> None:
     assert utils.mc_choices({"benchmark": "xstorycloze"}) == ["1", "2"]
     assert utils.mc_target({"benchmark": "mmmlu", "answer": "C"}) == 2
-    assert utils.mc_target({"benchmark": "sib200", "answer": "7"}) == 6
+    assert utils.mc_target({"benchmark": "sib200", "answer": "geography"}) == 6
