@@ -22,13 +22,16 @@ class Vanilla(Method):
     description = "Supervised fine-tuning on the instruction data as it is (prompt masked, response-only loss)."
 
     def train(self, ctx: TrainContext) -> None:
+        # Data-level subclasses (aug_en, aug_mt, sdrrl) override prepare_examples; it runs before the model
+        # is loaded, so a method that generates with the base model (sdrrl) never holds two copies.
+        examples = self.prepare_examples(ctx.examples, ctx)
         tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
         model = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
         if ctx.settings.lora:
             from harness.training import apply_lora
 
             model = apply_lora(model, ctx.settings)
-        dataset = SFTDataset(tokenizer, self.prepare_examples(ctx.examples, ctx), ctx.settings.max_length)
+        dataset = SFTDataset(tokenizer, examples, ctx.settings.max_length)
         log.info("training data: %s", dataset.stats())
         ctx.extra["data_stats"] = dataset.stats()
         run_trainer(ctx, model, tokenizer, dataset)
