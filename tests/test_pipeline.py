@@ -117,3 +117,23 @@ def test_incomplete_runs_are_skipped_by_reports(tmp_path: Path, tiny_dir, train_
     run.set_phase("evaluating")
     frame, skipped = load_frame([str(tmp_path)])
     assert frame.empty and skipped == [f"{run.id} (evaluating)"]
+
+
+def test_eval_subcommand_on_a_checkpoint(tmp_path: Path, tiny_dir: Path, capsys) -> None:
+    from harness.cli import main
+
+    code = main(["eval", "--checkpoint", str(tiny_dir), "--tasks", "sib200_mc_sw", "--limit", "2",
+                 "--output", str(tmp_path / "runs")])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "sib200_mc" in out and "items per cell" in out
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert run.name.startswith("none-") and (run / "results" / "sib200_mc_sw.json").is_file()
+
+
+def test_eval_subcommand_rejects_a_folder_without_a_checkpoint(tmp_path: Path, capsys) -> None:
+    from harness.cli import main
+
+    assert main(["eval", "--checkpoint", str(tmp_path), "--tasks", "sib200_mc_sw"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --checkpoint {tmp_path}: not a Hugging Face checkpoint folder (no config.json)"
