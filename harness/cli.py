@@ -4,6 +4,7 @@
     harness eval --checkpoint runs/<id>/model --tasks xnli_mc
     harness tasks | harness methods | harness recipes
     harness report runs/ --out report/
+    harness sweep sweeps/wt_samples.yaml --dry-run
     harness translate --model facebook/nllb-200-distilled-600M --tgt-lang sw,yo --out translations.jsonl
 """
 
@@ -245,15 +246,33 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports.table import load_frame, write_tables
+    from reports.report import write_report
+    from reports.table import frame_of
 
-    frame, skipped = load_frame(args.runs)
-    for s in skipped:
-        log.warning("skipped incomplete run %s", s)
-    paths = write_tables(frame, Path(args.out), skipped)
-    print_table(frame)
+    report, paths = write_report(args.runs, Path(args.out), iters=args.bootstrap)
+    print_table(frame_of(report.runs))
     for p in paths:
         print(f"wrote {p}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.sweep import load_sweep, plan_lines, run_sweep
+
+    sweep = load_sweep(args.file, args.output)
+    for line in plan_lines(sweep):
+        print(line)
+    if args.dry_run:
+        return 0
+    result = run_sweep(sweep)
+    if args.report:
+        from reports.report import write_report
+
+        report, paths = write_report([str(d) for d in result.run_dirs], Path(args.report))
+        print(f"wrote {paths[0]}")
+    if result.failed:
+        raise HarnessError(f"{len(result.failed)} of {len(sweep.runs)} runs failed (see their status.json): "
+                           + "; ".join(f"{run_id}: {error}" for run_id, error in result.failed))  # fmt: skip
     return 0
 
 
@@ -323,10 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
     t.set_defaults(func=cmd_translate)
 
-    rep = sub.add_parser("report", help="per-language tables (Markdown, CSV) from finished runs")
+    rep = sub.add_parser("report", help="HTML report (+ Markdown, CSV, plots, per-item pages) from finished runs")
     rep.add_argument("runs", nargs="+", help="run folders, or folders holding runs (e.g. runs/)")
     rep.add_argument("--out", default="report", help="output folder (default report)")
+    rep.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default 2000)")
     rep.set_defaults(func=cmd_report)
+
+    sw = sub.add_parser("sweep", help="run a grid of runs from a sweep file (reused and resumed like `run`)")
+    sw.add_argument("file", help="sweep file (YAML), e.g. sweeps/wt_samples.yaml")
+    sw.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    sw.add_argument("--output", help="run store folder (default: the file's `output`, else runs)")
+    sw.add_argument("--report", metavar="DIR", help="write the report of the sweep's runs into DIR afterwards")
+    sw.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -12,6 +12,13 @@ import yaml
 
 from harness.errors import HarnessError, unknown
 
+# Method options that are evaluation-time choices: they do not change the trained weights, only what is
+# fitted after training (CC-Tuning's W_T) or how the checkpoint is evaluated. A run that differs from
+# another only in these shares that run's trained model (`RunConfig.training_config`).
+EVAL_TIME_OPTIONS: dict[str, frozenset[str]] = {
+    "cc": frozenset({"wt_samples", "wt_source", "wt_per_language", "use_wt", "eval_gumbel"}),
+}
+
 
 @dataclass
 class RunConfig:
@@ -42,6 +49,24 @@ class RunConfig:
     def run_id(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, ensure_ascii=True, default=str)
         return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    def eval_options(self) -> dict[str, Any]:
+        """The chosen method options that are evaluation-time choices (`EVAL_TIME_OPTIONS`)."""
+        names = EVAL_TIME_OPTIONS.get(self.method, frozenset())
+        return {k: v for k, v in self.method_options.items() if k in names}
+
+    def training_config(self) -> RunConfig:
+        """This config without its evaluation-time options: the run whose folder trains the model.
+        Equal to `self` (same `run_id`) when no evaluation-time option is chosen."""
+        if not self.eval_options():
+            return self
+        opts = {k: v for k, v in self.method_options.items() if k not in self.eval_options()}
+        return RunConfig(**{**asdict(self), "method_options": opts})
+
+    @property
+    def training_id(self) -> str:
+        """The id of the run that holds the trained model (`run_id` unless the model is shared)."""
+        return self.training_config().run_id
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

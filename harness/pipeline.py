@@ -2,11 +2,20 @@
 
 Every step is skipped when its output is already in the store, so re-running an identical command
 reuses finished work and resumes unfinished work.
+
+A run that differs from another only in evaluation-time method options (CC-Tuning's `wt_samples`,
+`use_wt`, ...: `harness.config.EVAL_TIME_OPTIONS`) does not train: the model is trained (or reused) in
+the folder of its training config (`RunConfig.training_id`), hard-linked into the run's own `model/`,
+and W_T is refitted there when the run's fit options differ. A sweep over M trains once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -79,6 +88,94 @@ def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: E
     return results
 
 
+# CC-Tuning options that change the fitted W_T (the others of EVAL_TIME_OPTIONS only change evaluation).
+WT_FIT_OPTIONS = ("wt_samples", "wt_source", "wt_per_language")
+CC_FILES = ("cc.safetensors", "cc.json")
+
+
+def link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+    """Hard-link every file of `src` into `dst` (copy where the file system cannot link), except `skip`.
+    Linked files must never be written in place: replace them (write + rename) instead."""
+    for path in sorted(src.rglob("*")):
+        if path.is_dir() or path.name in skip:
+            continue
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
+def refit_transform(cfg: RunConfig, method, model_dir: Path, source_dir: Path) -> dict[str, Any]:
+    """Fit W_T with the trained checkpoint in `model_dir` for this run's fit options and write
+    `cc.safetensors` + `cc.json` there (the Decision Maker comes from the training run's `source_dir`).
+    Returns the fit's summary."""
+    from harness.cc.transform import CCWeights, fit_transform, load_cc, save_cc
+    from harness.models import load_model, load_tokenizer
+
+    trained = load_cc(source_dir)
+    pairs = method.transform_pairs(load_examples(cfg))
+    tokenizer = load_tokenizer(str(model_dir), cfg.trust_remote_code)
+    model = load_model(str(model_dir), trust_remote_code=cfg.trust_remote_code)
+    fit = fit_transform(
+        model,
+        tokenizer,
+        pairs,
+        method.options["wt_samples"],
+        cfg.seed,
+        per_language=method.options["wt_per_language"],
+        source=method.options["wt_source"],
+        batch_size=TrainSettings.from_dict(cfg.train).per_device_batch_size,
+    )
+    weights = CCWeights(
+        decision_maker=trained.decision_maker,
+        transform_matrix=fit.transform_matrix,
+        per_language=fit.per_language_matrices,
+        options=trained.options,
+        transform=fit.summary(),
+    )
+    save_cc(model_dir, weights)
+    return fit.summary()
+
+
+def share_trained_model(run: Run, source: Run, method) -> None:
+    """Give `run` the trained model of `source` (a run of the same training config): its files
+    hard-linked into `run.model_dir`, W_T refitted when the run's W_T fit options differ from the
+    defaults the training run fitted with, and the training log and artifacts copied alongside."""
+    if run.is_trained():
+        return
+    cls = type(method)
+    refit = any(method.options[k] != cls.defaults[k] for k in WT_FIT_OPTIONS if k in cls.defaults)
+    run.set_phase("training", training_run=source.id)
+    log.info("%s: model of %s%s", run.id, source.id, ", refitting W_T" if refit else "")
+    tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=run.dir))
+    try:
+        link_tree(source.model_dir, tmp, skip=CC_FILES if refit else ())
+        summary = refit_transform(run.config, method, tmp, source.model_dir) if refit else None
+        if run.model_dir.exists():
+            shutil.rmtree(run.model_dir)
+        os.replace(tmp, run.model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for name in ("train_log.jsonl", "data.json"):
+        if (source.dir / name).is_file():
+            shutil.copyfile(source.dir / name, run.dir / name)
+    artifacts = source.dir / "cc_artifacts.json"
+    if artifacts.is_file():
+        values = json.loads(artifacts.read_text(encoding="utf-8"))
+        values["options"] = method.options
+        if summary is not None:
+            values["transform"] = summary
+        atomic_write_json(run.dir / "cc_artifacts.json", values)
+    run.set_phase("trained", training_run=source.id, data_stats=source.status().get("data_stats", {}))
+
+
+def failed(run: Run, e: Exception) -> None:
+    run.set_phase("failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
 def execute(cfg: RunConfig, refs: list[TaskRef], ecfg: EvalConfig, runs_root: Path, command: str) -> Run:
     from methods import METHODS
 
@@ -90,9 +187,20 @@ def execute(cfg: RunConfig, refs: list[TaskRef], ecfg: EvalConfig, runs_root: Pa
         return run
     base_model = resolve_model(cfg.model)
     try:
-        train_run(run, method, base_model)
+        if method.trains and cfg.training_id != run.id:
+            source = Run(runs_root, cfg.training_config())
+            if not source.is_trained():
+                source.init(command)
+                try:
+                    train_run(source, METHODS.get(cfg.method)(**source.config.method_options), base_model)
+                except Exception as e:
+                    failed(source, e)
+                    raise
+            share_trained_model(run, source, method)
+        else:
+            train_run(run, method, base_model)
         evaluate_run(run, method, base_model, refs, ecfg)
     except Exception as e:
-        run.set_phase("failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        failed(run, e)
         raise
     return run

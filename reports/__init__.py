@@ -1,1 +1,3 @@
-"""The report generator: tables from the run store (Markdown, CSV; HTML pages later)."""
+"""The report generator: the run store read into pandas (`runs`, `table`), paired bootstrap intervals
+(`stats`), figures (`plots`), and the static report folder (`report`: index.html, index.md, CSV, PNG,
+per-item pages through `html` and `markdown`)."""

@@ -2,44 +2,53 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from harness.store import find_runs, read_status
+from reports.runs import RunRecord, load_runs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["run", "method", "benchmark", "protocol", "lang", "metric", "value", "n", "task"]
+COLUMNS = [
+    "run",
+    "method",
+    "benchmark",
+    "protocol",
+    "lang",
+    "metric",
+    "value",
+    "n",
+    "task",
+    "seed",
+    "variant",
+]
 
 
 def load_frame(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per run x task with the task's primary metric (x 100). Runs that are not complete are
-    left out and returned as the second value, so callers can warn about them."""
-    rows, skipped = [], []
-    for run_dir in find_runs(paths):
-        status = read_status(run_dir)
-        if status.get("phase") != "complete":
-            skipped.append(f"{run_dir.name} ({status.get('phase', 'no status')})")
-            continue
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        for task in status.get("tasks", []):
-            path = run_dir / "results" / f"{task}.json"
-            if not path.is_file():
-                skipped.append(f"{run_dir.name} (missing {task})")
-                continue
-            res = json.loads(path.read_text(encoding="utf-8"))
+    """One row per run x task with the task's primary metric (x 100), the run's seed and its variant
+    label (`reports.runs.variant_labels`). Runs that are not complete are left out and returned as the
+    second value, so callers can warn about them."""
+    runs, skipped = load_runs(paths)
+    return frame_of(runs), skipped
+
+
+def frame_of(runs: list[RunRecord]) -> pd.DataFrame:
+    """The long frame (`COLUMNS`) of loaded runs."""
+    rows = []
+    for run in runs:
+        for task in run.tasks:
+            res = run.result(task)
             metric = res["primary_metric"]
             value = res["metrics"].get(metric)
             rows.append({
-                "run": run_dir.name, "method": config.get("method", "?"), "benchmark": res["benchmark"],
+                "run": run.name, "method": run.method, "benchmark": res["benchmark"],
                 "protocol": res["protocol"], "lang": res["lang"] or "-", "metric": metric,
                 "value": None if value is None else 100.0 * value, "n": res["n"], "task": task,
+                "seed": run.seed, "variant": run.variant,
             })  # fmt: skip
-    return pd.DataFrame(rows, columns=COLUMNS), skipped
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def language_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,94 @@
+"""The report as Markdown (`index.md`): the same tables, deltas, figures, runs and commands as the HTML
+page, for reading in a terminal, a pull request or a notebook."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+from reports.report import REFERENCES, BenchReport, Report
+
+
+def cell(value: Any) -> str:
+    """Table cell text: pipes and line breaks escaped."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _num(value: float, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def scores(bench: BenchReport) -> list[str]:
+    best = {c: bench.scores[c].max() for c in bench.columns}
+    rows = []
+    for variant in bench.scores.index:
+        row = [variant]
+        for column in bench.columns:
+            value = bench.scores.loc[variant, column]
+            text = _num(value)
+            if not math.isnan(value) and value == best[column] and bench.scores[column].notna().sum() > 1:
+                text = f"**{text}**"
+            row.append(text)
+        rows.append([*row, str(bench.seeds.get(variant, 0))])
+    rows.append(["items per run", *(bench.items.get(c, "") for c in bench.columns), ""])
+    return table(["variant", *bench.columns, "runs"], rows)
+
+
+def deltas(bench: BenchReport, reference: str) -> list[str]:
+    rows = []
+    for variant, cells in bench.deltas[reference].items():
+        row = [variant]
+        for column in bench.columns:
+            d = cells.get(column)
+            if d is None:
+                row.append("–")
+                continue
+            mark = " ▲" if d.significant and d.delta > 0 else " ▼" if d.significant else ""
+            text = f"{_num(d.delta, True)}{mark} [{_num(d.lo, True)}, {_num(d.hi, True)}] n={d.n_items}"
+            row.append(f"**{text}**" if d.significant else text)
+        rows.append(row)
+    return table([f"variant − {reference}", *bench.columns], rows)
+
+
+def render(report: Report) -> str:
+    lines = [f"# {report.title}", "", f"Generated {report.generated} from {len(report.runs)} complete runs. "
+             "Scores x 100; the best value of each column in bold. Deltas in points with paired bootstrap 95 % "
+             f"intervals over items (and seeds), {report.iters} replicates; ▲/▼ and bold: the interval "
+             "excludes zero; n = paired items. HTML version with per-item pages: index.html.", ""]  # fmt: skip
+    if report.skipped:
+        lines += ["> **Warning: skipped incomplete runs** (not reported):", ">"]
+        lines += [f"> - `{s}`" for s in report.skipped] + [""]
+    lines += [f"_{note}_" for note in report.notes] + ([""] if report.notes else [])
+    for bench in report.benches:
+        lines += [f"## {bench.bench} ({bench.metric} x 100)", ""] + scores(bench)
+        for reference, name in REFERENCES.items():
+            if bench.deltas.get(reference):
+                lines += [f"### Δ against {name} ({reference})", ""] + deltas(bench, reference)
+        if bench.plot:
+            lines += [f"![{bench.bench} per language]({bench.plot})", ""]
+    for section, figures in report.figures.items():
+        lines += [f"## {section}", ""]
+        for f in figures:
+            lines += [f"![{f.title}]({f.path})", "", f"{f.title}{': ' + f.caption if f.caption else ''}", ""]
+    if report.item_pages:
+        lines += ["## Per-item browser", ""]
+        lines += [f"- [{p.task}]({p.path}): {p.items} items, {p.runs} runs" for p in report.item_pages] + [""]
+    lines += ["## Runs", ""]
+    for run in report.runs:
+        shared = run.status.get("training_run")
+        lines += [f"### {run.name}: {run.variant}, seed {run.seed}", ""]
+        if shared:
+            lines += [f"Trained model of `{shared}`.", ""]
+        lines += ["```bash", run.command, "```", "", "```yaml",
+                  yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True).rstrip(), "```", ""]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""The report's figures (matplotlib, Agg backend, PNG). Each function draws one figure from plain data
+and writes it to `path`; none of them reads the run store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 100
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight": legends placed outside the axes fit
+    plt.close(fig)
+    return path
+
+
+def language_bars(
+    langs: Sequence[str],
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    ylabel: str,
+    path: Path,
+) -> Path:
+    """Grouped bars: one group per language, one bar per variant. `series`: variant -> (means, spreads)
+    per language (spread: half the range over seeds, 0 for one run; NaN where a language is missing)."""
+    n = max(len(series), 1)
+    width = 0.8 / n
+    x = np.arange(len(langs))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(langs) * max(n, 2) / 2 + 2), 3.6))
+    for i, (label, (means, spreads)) in enumerate(series.items()):
+        means_arr = np.asarray(means, float)
+        spread_arr = np.asarray(spreads, float)
+        ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(means_arr), width, label=label,
+               yerr=np.where(spread_arr > 0, spread_arr, np.nan), capsize=2)  # fmt: skip
+    ax.set_xticks(x, list(langs))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(n, 4), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    return _save(fig, path)
+
+
+def layer_choice(
+    train_hist: Sequence[int] | None,
+    eval_hist: Sequence[int] | None,
+    per_step: Sequence[tuple[int, Sequence[int]]],
+    title: str,
+    path: Path,
+) -> Path:
+    """The Decision Maker's layer choices: share of examples per source layer over training and over
+    the evaluation prompts, and the per-step choices over training as a heat map (steps x layers)."""
+    panels = 3 if per_step else 2
+    fig, axes = plt.subplots(1, panels, figsize=(2.9 * panels, 2.3))
+    for ax, hist, name in (
+        (axes[0], train_hist, "training steps"),
+        (axes[1], eval_hist, "evaluation prompts"),
+    ):
+        if hist and sum(hist):
+            total = sum(hist)
+            ax.bar(np.arange(len(hist)), np.asarray(hist, float) / total * 100, color="tab:blue")
+            ax.set_title(f"over {name} (n={total})", fontsize=9)
+        else:
+            ax.set_title(f"over {name}: no record", fontsize=9)
+        ax.set_xlabel("source layer", fontsize=8)
+        ax.set_ylabel("% of choices", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    if per_step:
+        steps = [s for s, _ in per_step]
+        matrix = np.array([np.asarray(h, float) / max(sum(h), 1) for _, h in per_step]).T  # (layers, steps)
+        ax = axes[2]
+        image = ax.imshow(matrix, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1,
+                          extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, matrix.shape[0] - 0.5))  # fmt: skip
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel("source layer", fontsize=8)
+        ax.set_title("share per step", fontsize=9)
+        ax.tick_params(labelsize=7)
+        fig.colorbar(image, ax=ax, fraction=0.046).ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+@dataclass
+class Curve:
+    """A line of points (x, y, spread) with a label."""
+
+    label: str
+    x: list[float]
+    y: list[float]
+    spread: list[float]
+
+
+def against(
+    curves: Sequence[Curve],
+    references: dict[str, float],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+    logx: bool = False,
+    logy: bool = False,
+    integer_x: bool = False,
+) -> Path:
+    """Lines of y against x (error bars: half the range over seeds), with horizontal reference lines
+    (e.g. the Decision Maker, vanilla SFT)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for curve in curves:
+        order = np.argsort(curve.x)
+        x = np.asarray(curve.x, float)[order]
+        y = np.asarray(curve.y, float)[order]
+        spread = np.asarray(curve.spread, float)[order]
+        ax.errorbar(x, y, yerr=np.where(spread > 0, spread, np.nan), marker="o", capsize=3, label=curve.label)
+    styles = ["--", ":", "-."]
+    for i, (label, value) in enumerate(references.items()):
+        ax.axhline(value, linestyle=styles[i % len(styles)], color=f"C{len(curves) + i}", label=label)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if integer_x:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def loss_curves(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> Path:
+    """Training loss against the optimizer step, one line per run."""
+    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    for i, (label, (steps, losses)) in enumerate(curves.items()):
+        ax.plot(steps, losses, label=label, color=f"C{i % 10}", linestyle="-" if i < 10 else "--")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    if len(curves) <= 16:
+        ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)

@@ -1,0 +1,440 @@
+"""`harness report`: from finished runs to `index.html` (+ `index.md`, CSV files, PNG plots, per-item
+pages) in one folder that opens from disk.
+
+What it computes (`build_report`), per benchmark and protocol:
+- a score table: variants (method + chosen options) as rows, languages as columns (non-English first,
+  their average, then English apart, then the average of all), means over seeds, best cell marked;
+- deltas against vanilla SFT and against the zero-shot model with paired bootstrap 95 % intervals over
+  items and seeds (`reports.stats`), and the item counts behind them;
+- figures: per-language bars, the Decision Maker's layer choices of every CC run, accuracy against a
+  fixed source layer, W_T's MSE and accuracy against M, training loss.
+`write_report` renders it (`reports.html`, `reports.markdown`) next to the CSV files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reports import plots
+from reports.runs import RunRecord, load_runs, natural_key, variant_order
+from reports.stats import Delta, align, paired_bootstrap
+from reports.table import frame_of, write_tables
+
+log = logging.getLogger(__name__)
+
+AVG_NON_EN = "avg non-en"
+AVG = "avg"
+REFERENCES = {"vanilla": "vanilla SFT", "none": "the zero-shot base model"}
+
+
+@dataclass
+class BenchReport:
+    """One benchmark x protocol: scores of every variant per language, and deltas to the references."""
+
+    bench: str  # e.g. "sib200_mc"
+    metric: str
+    langs: list[str]  # non-English languages, then English
+    columns: list[str]  # langs with the averages: non-en..., "avg non-en", "en", "avg"
+    scores: pd.DataFrame  # variants x columns: means over seeds (x 100)
+    spread: pd.DataFrame  # variants x langs: half the range over seeds
+    seeds: dict[str, int]  # variant -> runs
+    items: dict[str, str]  # lang -> items per run ("40", or "38-40" when runs differ)
+    # reference variant -> variant -> column -> Delta (None: no common item or an incomplete average)
+    deltas: dict[str, dict[str, dict[str, Delta | None]]] = field(default_factory=dict)
+    plot: str | None = None
+
+
+@dataclass
+class Figure:
+    path: str  # relative to the report folder
+    title: str
+    caption: str = ""
+
+
+@dataclass
+class ItemPage:
+    task: str
+    path: str  # relative
+    items: int
+    runs: int
+
+
+@dataclass
+class Report:
+    title: str
+    generated: str
+    runs: list[RunRecord]
+    skipped: list[str]
+    benches: list[BenchReport]
+    figures: dict[str, list[Figure]]  # section -> figures
+    item_pages: list[ItemPage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    iters: int = 2000
+
+
+# -- scores -------------------------------------------------------------------------------------------
+
+
+def language_order(benchmark: str, langs: list[str]) -> list[str]:
+    """The benchmark's languages in catalog order (sorted for foreign tasks), English last."""
+    from tasks.catalog import BENCHMARKS
+
+    catalog = BENCHMARKS[benchmark].languages if benchmark in BENCHMARKS else sorted(langs)
+    ordered = [lang for lang in catalog if lang in langs] + sorted(set(langs) - set(catalog))
+    return [lang for lang in ordered if lang != "en"] + (["en"] if "en" in langs else [])
+
+
+def table_columns(langs: list[str]) -> list[str]:
+    non_en = [lang for lang in langs if lang != "en"]
+    if "en" in langs and non_en:
+        return [*non_en, AVG_NON_EN, "en", AVG]
+    return [*langs, AVG] if len(langs) > 1 else list(langs)
+
+
+def _count_text(values: pd.Series) -> str:
+    lo, hi = int(values.min()), int(values.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def score_table(sub: pd.DataFrame, langs: list[str], columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Means over seeds (variants x columns) and half-ranges over seeds (variants x langs) of one
+    benchmark's rows of the long frame. An average needs every language of the table (else NaN)."""
+    per_lang = sub.pivot_table(index="variant", columns="lang", values="value", aggfunc="mean")
+    spread = sub.pivot_table(index="variant", columns="lang", values="value",
+                             aggfunc=lambda v: (v.max() - v.min()) / 2)  # fmt: skip
+    per_lang = per_lang.reindex(columns=langs)
+    scores = per_lang.copy()
+    non_en = [lang for lang in langs if lang != "en"]
+    if AVG_NON_EN in columns:
+        scores[AVG_NON_EN] = per_lang[non_en].mean(axis=1, skipna=False)
+    if AVG in columns:
+        scores[AVG] = per_lang[langs].mean(axis=1, skipna=False)
+    order = variant_order(list(scores.index))
+    return scores.reindex(index=order, columns=columns), spread.reindex(index=order, columns=langs)
+
+
+# -- per-item scores and deltas -----------------------------------------------------------------------
+
+
+def item_scores(run: RunRecord, task: str, metric: str) -> dict[str, float]:
+    """Item id -> score x 100 of one run on one task (ids made unique by occurrence)."""
+    scores: dict[str, float] = {}
+    seen: dict[str, int] = defaultdict(int)
+    for row in run.samples(task):
+        if metric not in row or row[metric] is None:
+            continue
+        key = str(row.get("id"))
+        seen[key] += 1
+        scores[key if seen[key] == 1 else f"{key}#{seen[key]}"] = 100.0 * float(row[metric])
+    return scores
+
+
+def bench_deltas(
+    bench: BenchReport,
+    scores: dict[tuple[str, str], dict[str, dict[str, float]]],
+    reference: str,
+    iters: int,
+    seed: int,
+) -> dict[str, dict[str, Delta | None]]:
+    """variant -> column -> Delta against `reference`. `scores[(variant, lang)]` maps each run to its
+    item scores. Each cell uses, on each side, the runs that have every language of the cell (so a run
+    missing one language still counts for the others)."""
+    out: dict[str, dict[str, Delta | None]] = {}
+    for variant in bench.scores.index:
+        if variant == reference:
+            continue
+        row: dict[str, Delta | None] = {}
+        for column in bench.columns:
+            if column == AVG_NON_EN:
+                langs = [lang for lang in bench.langs if lang != "en"]
+            elif column == AVG:
+                langs = bench.langs
+            else:
+                langs = [column]
+            sides = []
+            for name in (variant, reference):
+                runs = set.intersection(*(set(scores.get((name, lang), {})) for lang in langs))
+                sides.append(sorted(runs))
+            strata = []
+            if sides[0] and sides[1]:
+                for lang in langs:
+                    a, b, _ = align([scores[(variant, lang)][r] for r in sides[0]],
+                                    [scores[(reference, lang)][r] for r in sides[1]])  # fmt: skip
+                    strata.append((a, b))
+            row[column] = paired_bootstrap(strata, iters=iters, seed=seed) if strata else None
+        out[variant] = row
+    return out
+
+
+def build_benches(runs: list[RunRecord], frame: pd.DataFrame, iters: int, seed: int) -> list[BenchReport]:
+    benches = []
+    if frame.empty:
+        return benches
+    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
+    frame["bench"] = frame.bench.str.replace("_-", "", regex=False)
+    by_name = {r.name: r for r in runs}
+    for bench_name in sorted(frame.bench.unique(), key=natural_key):
+        sub = frame[frame.bench == bench_name]
+        langs = language_order(str(sub.benchmark.iloc[0]), list(sub.lang.unique()))
+        columns = table_columns(langs)
+        scores, spread = score_table(sub, langs, columns)
+        seeds = sub.groupby("variant").run.nunique().to_dict()
+        items = {lang: _count_text(sub[sub.lang == lang].n) for lang in langs}
+        metric = str(sub.metric.iloc[0])
+        bench = BenchReport(bench_name, metric, langs, columns, scores, spread, seeds, items)
+        item_data: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(dict)
+        for row in sub.itertuples():
+            item_data[(row.variant, row.lang)][row.run] = item_scores(by_name[row.run], row.task, row.metric)
+        for reference in REFERENCES:
+            if reference in scores.index:
+                bench.deltas[reference] = bench_deltas(bench, item_data, reference, iters, seed)
+        benches.append(bench)
+    return benches
+
+
+# -- figures ------------------------------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def non_en_average(frame: pd.DataFrame, bench: BenchReport) -> pd.Series:
+    """Per run: the average over the table's non-English languages (NaN when one is missing)."""
+    sub = frame[frame.bench == bench.bench]
+    non_en = [lang for lang in bench.langs if lang != "en"] or bench.langs
+    wide = sub.pivot_table(index="run", columns="lang", values="value", aggfunc="mean").reindex(
+        columns=non_en
+    )
+    return wide.mean(axis=1, skipna=False)
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, float)
+    return float(arr.mean()), float((arr.max() - arr.min()) / 2)
+
+
+def cc_figures(runs: list[RunRecord], frame: pd.DataFrame, benches: list[BenchReport], out: Path) -> dict[str, list[Figure]]:  # fmt: skip
+    """Decision Maker layer choices per CC run; accuracy against a fixed source layer; W_T against M."""
+    figures: dict[str, list[Figure]] = defaultdict(list)
+    cc_runs = sorted((r for r in runs if r.method == "cc"), key=lambda r: (natural_key(r.variant), r.seed))
+    for run in cc_runs:
+        train = run.artifact("cc_artifacts.json") or {}
+        evals = run.artifact("eval_artifacts.json") or {}
+        if run.resolved_options().get("fixed_source_layer", -1) >= 0 or not (train or evals):
+            continue
+        per_step = [(row["step"], row["cc_layer_hist"]) for row in train.get("train_layer_hist_per_step", [])]
+        path = plots.layer_choice(train.get("train_layer_hist"), evals.get("eval_layer_hist"), per_step,
+                                  f"{run.variant}, seed {run.seed} ({run.name})",
+                                  out / "plots" / f"layers_{_safe(run.name)}.png")  # fmt: skip
+        entropy = train.get("train_layer_entropy")
+        caption = f"training entropy {entropy:.2f} nats" if isinstance(entropy, float) else ""
+        figures["layer choice"].append(
+            Figure(str(path.relative_to(out)), f"{run.variant}, seed {run.seed}", caption)
+        )
+
+    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
+    frame["bench"] = frame.bench.str.replace("_-", "", regex=False)
+    by_variant: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_variant[run.variant].append(run)
+
+    def reference_lines(avg: pd.Series, names: dict[str, str]) -> dict[str, float]:
+        lines = {}
+        for variant, label in names.items():
+            values = [avg.get(r.name) for r in by_variant.get(variant, [])]
+            values = [v for v in values if v is not None and not np.isnan(v)]
+            if values:
+                lines[label] = float(np.mean(values))
+        return lines
+
+    # accuracy against the fixed source layer (the layer-choice ablation)
+    fixed = [r for r in cc_runs if r.resolved_options().get("fixed_source_layer", -1) >= 0]
+    if fixed:
+        for bench in benches:
+            avg = non_en_average(frame, bench)
+            groups: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+            for run in fixed:
+                value = avg.get(run.name)
+                if value is None or np.isnan(value):
+                    continue
+                rest = {k: v for k, v in run.options.items() if k != "fixed_source_layer"}
+                name = "fixed layer" + (
+                    f" ({', '.join(f'{k}={v}' for k, v in sorted(rest.items()))})" if rest else ""
+                )
+                groups[name][int(run.options["fixed_source_layer"])].append(float(value))
+            if not groups:
+                continue
+            curves = []
+            for name, points in groups.items():
+                layers = sorted(points)
+                stats = [_mean_spread(points[layer]) for layer in layers]
+                curves.append(plots.Curve(name, layers, [s[0] for s in stats], [s[1] for s in stats]))
+            refs = reference_lines(avg, {"cc": "Decision Maker (cc)", "vanilla": "vanilla SFT"})
+            path = plots.against(curves, refs, f"{bench.bench}: fixed source layer", "source layer",
+                                 f"{bench.metric} x 100, avg non-en", out / "plots" / f"fixed_layer_{bench.bench}.png",
+                                 integer_x=True)  # fmt: skip
+            figures["fixed source layer"].append(Figure(str(path.relative_to(out)), bench.bench,
+                "each point trains a model that always fuses that layer; lines: the learned Decision Maker, vanilla SFT"))  # fmt: skip
+
+    # W_T: MSE and accuracy against M, one curve per setting of the other options
+    groups_m: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in cc_runs:
+        rest = {k: v for k, v in run.options.items() if k != "wt_samples"}
+        if rest.get("use_wt", True) is False:
+            continue
+        groups_m[", ".join(f"{k}={v}" for k, v in sorted(rest.items())) or "cc"].append(run)
+    groups_m = {k: v for k, v in groups_m.items() if len({_m(r) for r in v}) > 1}
+    if groups_m:
+        curves = []
+        for name, members in groups_m.items():
+            points: dict[int, list[float]] = defaultdict(list)
+            for run in members:
+                mse = ((run.artifact("cc_artifacts.json") or {}).get("transform") or {}).get("mse")
+                if mse is not None:
+                    points[_m(run)].append(float(mse))
+            ms = sorted(points)
+            stats = [_mean_spread(points[m]) for m in ms]
+            curves.append(plots.Curve(name, ms, [s[0] for s in stats], [s[1] for s in stats]))
+        path = plots.against(curves, {}, "W_T fit: MSE(X W_T, Y) against M", "M (parallel pairs)",
+                             "MSE", out / "plots" / "wt_mse.png", logx=True, logy=True)  # fmt: skip
+        figures["W_T against M"].append(Figure(str(path.relative_to(out)), "MSE against M",
+                                               "mean squared error of the least-squares fit on its M pairs"))  # fmt: skip
+        for bench in benches:
+            avg = non_en_average(frame, bench)
+            curves = []
+            for name, members in groups_m.items():
+                points = defaultdict(list)
+                for run in members:
+                    value = avg.get(run.name)
+                    if value is not None and not np.isnan(value):
+                        points[_m(run)].append(float(value))
+                ms = sorted(points)
+                stats = [_mean_spread(points[m]) for m in ms]
+                if ms:
+                    curves.append(plots.Curve(name, ms, [s[0] for s in stats], [s[1] for s in stats]))
+            if not curves:
+                continue
+            off = [v for v in by_variant if v.startswith("cc (") and "use_wt=False" in v]
+            refs = reference_lines(avg, {**{v: f"W_T off: {v}" for v in off}, "vanilla": "vanilla SFT"})
+            path = plots.against(curves, refs, f"{bench.bench}: accuracy against M", "M (parallel pairs)",
+                                 f"{bench.metric} x 100, avg non-en", out / "plots" / f"wt_acc_{bench.bench}.png", logx=True)  # fmt: skip
+            figures["W_T against M"].append(Figure(str(path.relative_to(out)), bench.bench,
+                                                   "one trained model per seed; W_T refitted for each M"))  # fmt: skip
+    return figures
+
+
+def _m(run: RunRecord) -> int:
+    """The number of pairs W_T was fitted on (fewer than asked when the source has fewer)."""
+    transform = (run.artifact("cc_artifacts.json") or {}).get("transform") or {}
+    return int(transform.get("m") or run.resolved_options().get("wt_samples", 0))
+
+
+def loss_figure(runs: list[RunRecord], out: Path) -> Figure | None:
+    """Training loss of every trained model (runs sharing one trained model are drawn once)."""
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    seen: set[str] = set()
+    for run in sorted(runs, key=lambda r: ("training_run" in r.status, natural_key(r.variant), r.seed)):
+        trained_in = run.status.get("training_run", run.name)
+        rows = [row for row in run.train_log if "loss" in row and "step" in row]
+        if not rows or trained_in in seen:
+            continue
+        seen.add(trained_in)
+        last = {row["step"]: float(row["loss"]) for row in rows}  # after a resume, the last record wins
+        steps = sorted(last)
+        curves[f"{run.variant} seed={run.seed}"] = (steps, [last[s] for s in steps])
+    if not curves:
+        return None
+    path = plots.loss_curves(curves, out / "plots" / "training_loss.png")
+    return Figure(
+        str(path.relative_to(out)), "training loss", "runs that share one trained model are drawn once"
+    )
+
+
+def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) -> Report:
+    """Read the runs under `paths`, compute every table and delta, draw the figures into `out/plots`."""
+    runs, skipped = load_runs(paths)
+    frame = frame_of(runs)
+    benches = build_benches(runs, frame, iters, seed)
+    figures: dict[str, list[Figure]] = defaultdict(list)
+    for bench in benches:
+        series = {
+            variant: (list(bench.scores.loc[variant, bench.langs]), list(bench.spread.loc[variant].fillna(0)))
+            for variant in bench.scores.index
+        }
+        path = plots.language_bars(bench.langs, series, f"{bench.bench} ({bench.metric} x 100)",
+                                   f"{bench.metric} x 100", out / "plots" / f"bars_{bench.bench}.png")  # fmt: skip
+        bench.plot = str(path.relative_to(out))
+    if not frame.empty:
+        figures.update(cc_figures(runs, frame, benches, out))
+    loss = loss_figure(runs, out)
+    if loss:
+        figures["training loss"].append(loss)
+    notes = []
+    for reference, name in REFERENCES.items():
+        if benches and not any(reference in b.deltas for b in benches):
+            notes.append(f"no '{reference}' run among the reports' runs: no deltas against {name}")
+    rank = {v: i for i, v in enumerate(variant_order([r.variant for r in runs]))}
+    return Report(
+        title="Multilingual fine-tuning report",
+        generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+        runs=sorted(runs, key=lambda r: (rank[r.variant], r.seed, r.name)),
+        skipped=skipped,
+        benches=benches,
+        figures=dict(figures),
+        notes=notes,
+        iters=iters,
+    )
+
+
+def write_csv(report: Report, out: Path) -> list[Path]:
+    """`scores.csv` (variant x benchmark x column) and `deltas.csv` (with intervals and item counts)."""
+    from harness.io import atomic_write_text
+
+    score_rows, delta_rows = [], []
+    for bench in report.benches:
+        for variant in bench.scores.index:
+            for column in bench.columns:
+                value = bench.scores.loc[variant, column]
+                score_rows.append({"bench": bench.bench, "metric": bench.metric, "variant": variant,
+                                   "column": column, "score": None if pd.isna(value) else round(float(value), 4),
+                                   "seeds": bench.seeds.get(variant, 0)})  # fmt: skip
+        for reference, rows in bench.deltas.items():
+            for variant, cells in rows.items():
+                for column, d in cells.items():
+                    if d is None:
+                        continue
+                    delta_rows.append({"bench": bench.bench, "reference": reference, "variant": variant,
+                                       "column": column, "delta": round(d.delta, 4), "ci_lo": round(d.lo, 4),
+                                       "ci_hi": round(d.hi, 4), "significant": d.significant,
+                                       "items": d.n_items, "seeds": d.seeds_a, "seeds_reference": d.seeds_b})  # fmt: skip
+    paths = [out / "scores.csv", out / "deltas.csv"]
+    atomic_write_text(paths[0], pd.DataFrame(score_rows).to_csv(index=False))
+    atomic_write_text(paths[1], pd.DataFrame(delta_rows).to_csv(index=False))
+    return paths
+
+
+def write_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) -> tuple[Report, list[Path]]:
+    """Write the whole report folder; returns the report and the files written (index.html first)."""
+    from harness.io import atomic_write_text
+    from reports import html, markdown
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_report(paths, out, iters, seed)
+    for s in report.skipped:
+        log.warning("skipped incomplete run %s", s)
+    report.item_pages = html.write_item_pages(report, out)
+    written = [out / "index.html", out / "index.md"]
+    atomic_write_text(written[0], html.render_index(report))
+    atomic_write_text(written[1], markdown.render(report))
+    written += write_csv(report, out)
+    written += write_tables(frame_of(report.runs), out, report.skipped)
+    return report, written

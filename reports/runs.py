@@ -1,0 +1,184 @@
+"""The run store as the report sees it: finished runs with their config, results, per-item samples and
+artifacts, each labelled with its *variant* (method + chosen options; seeds of one variant are replicates).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.store import find_runs, read_status
+
+# Config keys that never distinguish two variants (seeds are replicates, not variants).
+NOT_VARIANT = ("run_id", "command", "seed", "method", "method_options")
+
+
+@dataclass
+class RunRecord:
+    """One complete run folder."""
+
+    name: str
+    dir: Path
+    config: dict[str, Any]
+    status: dict[str, Any]
+    variant: str = ""
+    missing: list[str] = field(default_factory=list)  # tasks the status lists without a result file
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method", "?"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0) or 0)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.config.get("method_options") or {})
+
+    @property
+    def command(self) -> str:
+        return str(self.config.get("command", ""))
+
+    @property
+    def tasks(self) -> list[str]:
+        return [t for t in self.status.get("tasks", []) if t not in self.missing]
+
+    def resolved_options(self) -> dict[str, Any]:
+        """The method's options with defaults filled in (as chosen when the method is unknown)."""
+        from methods import METHODS
+
+        if self.method in METHODS:
+            return {**METHODS.get(self.method).defaults, **self.options}
+        return self.options
+
+    def result(self, task: str) -> dict[str, Any]:
+        return json.loads((self.dir / "results" / f"{task}.json").read_text(encoding="utf-8"))
+
+    def samples(self, task: str) -> list[dict[str, Any]]:
+        path = self.dir / "samples" / f"{task}.jsonl"
+        if not path.is_file():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def artifact(self, name: str) -> dict[str, Any] | None:
+        """`cc_artifacts.json` / `eval_artifacts.json` of the run, when present and readable."""
+        path = self.dir / name
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except json.JSONDecodeError:
+            return None
+
+    @cached_property
+    def train_log(self) -> list[dict[str, Any]]:
+        path = self.dir / "train_log.jsonl"
+        if not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption
+        return rows
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields that define the trained model, minus the seed (config keys of a non-training method
+    that do not define its model are ignored)."""
+    from harness.config import RunConfig
+
+    values = {k: v for k, v in config.items() if k not in ("run_id", "command")}
+    try:
+        identity = RunConfig.from_dict(values, "config.yaml").identity()
+    except (HarnessError, TypeError):
+        identity = values
+    flat: dict[str, Any] = {}
+    for key, value in identity.items():
+        if key in NOT_VARIANT:
+            continue
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def variant_labels(configs: list[dict[str, Any]]) -> list[str]:
+    """A label per run config: the method and its chosen options (`cc (wt_samples=10)`); runs of one
+    label that differ in anything but the seed (model, data, training settings) get the differing
+    fields appended, so a label always names replicates of one setting."""
+    base = []
+    for c in configs:
+        opts = c.get("method_options") or {}
+        inner = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(opts.items()))
+        base.append(f"{c.get('method', '?')} ({inner})" if inner else str(c.get("method", "?")))
+    identities = [_identity(c) for c in configs]
+    labels = list(base)
+    for label in set(base):
+        members = [i for i, b in enumerate(base) if b == label]
+        keys = sorted({k for i in members for k in identities[i]})
+        differing = [
+            k for k in keys if len({json.dumps(identities[i].get(k), default=str) for i in members}) > 1
+        ]
+        for i in members:
+            if differing:
+                extra = ", ".join(f"{k.split('.')[-1]}={_fmt(identities[i].get(k))}" for k in differing)
+                labels[i] = f"{label} [{extra}]"
+    return labels
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders numbers by value (`layer=5` before `layer=10`)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+METHOD_ORDER = ("none", "vanilla")
+
+
+def variant_order(labels: list[str]) -> list[str]:
+    """Zero-shot first, then vanilla SFT, then the other variants in natural order."""
+
+    def key(label: str) -> tuple[int, list[Any]]:
+        method = label.split(" ")[0]
+        rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+        return rank, natural_key(label)
+
+    return sorted(dict.fromkeys(labels), key=key)
+
+
+def load_runs(paths: list[str]) -> tuple[list[RunRecord], list[str]]:
+    """The complete runs under `paths` (with variant labels) and a description of each skipped one:
+    `<name> (<phase>)` for runs that are not complete, `<name> (missing <task>)` for a result file
+    that is missing from a complete run (the run's other tasks are kept)."""
+    runs: list[RunRecord] = []
+    skipped: list[str] = []
+    for run_dir in find_runs(paths):
+        status = read_status(run_dir)
+        if status.get("phase") != "complete":
+            skipped.append(f"{run_dir.name} ({status.get('phase', 'no status')})")
+            continue
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        record = RunRecord(run_dir.name, run_dir, config, status)
+        for task in status.get("tasks", []):
+            if not (run_dir / "results" / f"{task}.json").is_file():
+                record.missing.append(task)
+                skipped.append(f"{run_dir.name} (missing {task})")
+        runs.append(record)
+    for record, label in zip(runs, variant_labels([r.config for r in runs]), strict=True):
+        record.variant = label
+    return runs, skipped
