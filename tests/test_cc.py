@@ -634,7 +634,13 @@ def test_cc_run_through_the_pipeline(tmp_path):
     from harness.training import PROFILES
 
     base = tmp_path / "base"
-    make_model("qwen2").save_pretrained(base)
+    model = make_model("qwen2")
+    # 512 positions, not make_config's 256: a chat-templated SIB-200 prompt is up to ~320 tiny tokens,
+    # and lm-eval left-truncates context + option to max_length + 1 tokens, so with 256 each multi-token
+    # option ("science/technology", "travel", ...) would cut a different number of leading prompt tokens
+    # and give that item one distinct (truncated) prompt per option length instead of one shared prompt.
+    model.config.max_position_embeddings = 512
+    model.save_pretrained(base)
     tiny_tokenizer().save_pretrained(base)
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(ex.to_dict()) + "\n" for ex in EXAMPLES), encoding="utf-8")
@@ -652,6 +658,7 @@ def test_cc_run_through_the_pipeline(tmp_path):
     train_artifacts = json.loads((run.dir / "cc_artifacts.json").read_text())
     assert sum(train_artifacts["train_layer_hist"]) == 6 and train_artifacts["transform"]["m"] == 3
     eval_artifacts = json.loads((run.dir / "eval_artifacts.json").read_text())
+    # one prompt per item (all options of an item share its RST and pass 1): 2 SIB-200 + 2 XNLI
     assert eval_artifacts["eval_prompts"] == 4 and list(eval_artifacts["eval_layer_hist_per_language"]) == [
         "sw"
     ]
