@@ -33,13 +33,6 @@ from tests.tiny import tiny_llama, tiny_tokenizer
 LANGS = ("en", "sw", "hi")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def examples() -> list[Example]:

@@ -52,14 +52,6 @@ EXAMPLES = [
 ARCHS = ["llama", "qwen2", "gpt2", "gemma", "gemma3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight for cores shared with other jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tokenizer():
