@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from harness.config import RunConfig
 from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml
@@ -22,8 +21,6 @@ from reports.report import AVG, AVG_NON_EN, build_report, score_table, write_rep
 from reports.runs import load_runs, variant_labels
 from reports.stats import align, paired_bootstrap
 from reports.table import frame_of, language_table, load_frame
-
-torch.set_num_threads(1)
 
 EVIL = "<script>document.body.dataset.pwned='1'</script>"
 EVAL_KEY = {"limit": 40, "apply_chat_template": True}

@@ -15,8 +15,6 @@ from harness.errors import HarnessError
 from harness.store import Run, read_status
 from harness.sweep import SweepResult, load_sweep, plan_lines, run_sweep
 
-torch.set_num_threads(1)
-
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 
 
@@ -102,7 +100,8 @@ def test_ready_made_sweeps_plan(tmp_path: Path) -> None:
     plans = {p.stem: plan_lines(load_sweep(p, output=tmp_path)) for p in sorted(SWEEPS.glob("*.yaml"))}
     assert set(plans) == {"main", "layer_choice", "wt_samples"}
     assert plans["main"][0].endswith("7 runs in " + f"{tmp_path}/, 6 to train, 7 to evaluate, 0 finished")
-    assert "none " in plans["main"][1] and "evaluate 6 tasks" in plans["main"][1]
+    langs = len(yaml.safe_load((SWEEPS / "main.yaml").read_text())["langs"].split(","))
+    assert "none " in plans["main"][1] and f"evaluate {langs} tasks" in plans["main"][1]
     # every W_T point shares the plain cc run's trained model: two trainings (vanilla, cc) for 9 runs
     assert ", 2 to train, 9 to evaluate" in plans["wt_samples"][0]
     cc_id = next(line.split()[1] for line in plans["wt_samples"][1:] if "  cc seed=0" in line)
