@@ -27,7 +27,7 @@ log = logging.getLogger("harness")
 # Options a --config file may set, with their defaults (the CLI wins over the file, the file over these).
 RUN_DEFAULTS: dict[str, Any] = {
     "method": "vanilla",
-    "tasks": "sib200_mc",
+    "tasks": "sib200_gen",
     "langs": None,
     "limit": None,
     "model": "smollm2-135m-instruct",
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train with one or more methods, evaluate, print the per-language table")
     r.add_argument("--config", help="YAML file of options (keys as below, e.g. train_limit: 100)")
     r.add_argument("--method", help="method name(s), comma-separated (see `harness methods`); default vanilla")
-    r.add_argument("--tasks", help="task names, comma-separated (see `harness tasks`); default sib200_mc")
+    r.add_argument("--tasks", help="task names, comma-separated (see `harness tasks`); default sib200_gen")
     r.add_argument("--langs", help="evaluate only these languages, comma-separated")
     r.add_argument("--limit", help="at most this many items per task and language")
     r.add_argument("--model", help="Hugging Face model id or local checkpoint (default smollm2-135m-instruct)")

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 # Options of a sweep file (as in `harness run --config`) and their defaults.
 DEFAULTS: dict[str, Any] = {
     "method": "vanilla",
-    "tasks": "sib200_mc",
+    "tasks": "sib200_gen",
     "langs": None,
     "limit": None,
     "model": "smollm2-135m-instruct",
