@@ -20,31 +20,13 @@ from typing import Any
 
 import yaml
 
+from harness.config import RUN_OPTIONS
 from harness.errors import HarnessError
 
 log = logging.getLogger("harness")
 
 # Options a --config file may set, with their defaults (the CLI wins over the file, the file over these).
-RUN_DEFAULTS: dict[str, Any] = {
-    "method": "vanilla",
-    "tasks": "sib200_gen",
-    "langs": None,
-    "limit": None,
-    "model": "smollm2-135m-instruct",
-    "recipe": "mini-parallel",
-    "recipe_path": None,
-    "train_langs": None,
-    "train_limit": 200,
-    "seed": 0,
-    "seeds": None,
-    "profile": None,
-    "set": [],
-    "method_opt": [],
-    "output": "runs",
-    "batch_size": 8,
-    "trust_remote_code": False,
-    "no_chat_template": False,
-}
+RUN_DEFAULTS: dict[str, Any] = {**RUN_OPTIONS, "output": "runs"}
 
 
 def _csv(value: str | list[str] | None) -> list[str] | None:

@@ -20,6 +20,28 @@ EVAL_TIME_OPTIONS: dict[str, frozenset[str]] = {
 }
 
 
+# The options of `harness run` (also the keys of a --config or sweep file) and their defaults.
+RUN_OPTIONS: dict[str, Any] = {
+    "method": "vanilla",
+    "tasks": "sib200_gen",
+    "langs": None,
+    "limit": None,
+    "model": "smollm2-135m-instruct",
+    "recipe": "mini-parallel",
+    "recipe_path": None,
+    "train_langs": None,
+    "train_limit": 200,
+    "seed": 0,
+    "seeds": None,
+    "profile": None,
+    "set": {},
+    "method_opt": {},
+    "batch_size": 8,
+    "trust_remote_code": False,
+    "no_chat_template": False,
+}
+
+
 @dataclass
 class RunConfig:
     """Everything that determines the trained checkpoint. Two configs with the same `run_id` train the

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import EvalConfig, RunConfig, load_config_file
+from harness.config import RUN_OPTIONS, EvalConfig, RunConfig, load_config_file
 from harness.errors import HarnessError, unknown
 from harness.evaluate import TaskRef
 from harness.store import Run
@@ -47,25 +47,7 @@ from harness.store import Run
 log = logging.getLogger(__name__)
 
 # Options of a sweep file (as in `harness run --config`) and their defaults.
-DEFAULTS: dict[str, Any] = {
-    "method": "vanilla",
-    "tasks": "sib200_gen",
-    "langs": None,
-    "limit": None,
-    "model": "smollm2-135m-instruct",
-    "recipe": "mini-parallel",
-    "recipe_path": None,
-    "train_langs": None,
-    "train_limit": 200,
-    "seed": 0,
-    "seeds": None,
-    "profile": None,
-    "set": {},
-    "method_opt": {},
-    "batch_size": 8,
-    "trust_remote_code": False,
-    "no_chat_template": False,
-}
+DEFAULTS: dict[str, Any] = dict(RUN_OPTIONS)
 AXES = ("method", "seed", "seeds", "model", "recipe", "train_limit", "profile")
 NAME_LISTS = ("tasks", "langs", "train_langs")
 FILE_KEYS = ("description", "grid", "output")
