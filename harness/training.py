@@ -182,6 +182,15 @@ def apply_lora(model, settings: TrainSettings, modules_to_save: list[str] | None
     return get_peft_model(model, config)
 
 
+def load_for_training(ctx: TrainContext):
+    """The base model's tokenizer and model, wrapped with LoRA adapters when the settings ask for them."""
+    from harness.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
+    model = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
+    return tokenizer, apply_lora(model, ctx.settings) if ctx.settings.lora else model
+
+
 def _log_callback(path: Path):
     from transformers import TrainerCallback
 

@@ -52,8 +52,7 @@ from harness.chat import encode_prompt
 from harness.data import Example
 from harness.errors import HarnessError
 from harness.io import atomic_write_json
-from harness.models import load_model, load_tokenizer
-from harness.training import SFTDataset, TrainContext, run_trainer
+from harness.training import SFTDataset, TrainContext, load_for_training, run_trainer
 from methods.base import Method, register_method
 
 log = logging.getLogger(__name__)
@@ -137,12 +136,7 @@ class CCTuning(Method):
         examples = self.prepare_examples(ctx.examples, ctx)
         self.check_examples(examples)
         pairs = self.transform_pairs(examples)  # fail before training, not after
-        tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
-        lm = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
-        if ctx.settings.lora:
-            from harness.training import apply_lora
-
-            lm = apply_lora(lm, ctx.settings)
+        tokenizer, lm = load_for_training(ctx)
         dataset = CCDataset(tokenizer, examples, ctx.settings.max_length)
         log.info("training data: %s", dataset.stats())
         ctx.extra["data_stats"] = dataset.stats()

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from harness.models import load_model, load_tokenizer
-from harness.training import SFTDataset, TrainContext, run_trainer
+from harness.training import SFTDataset, TrainContext, load_for_training, run_trainer
 from methods.base import Method, register_method
 
 log = logging.getLogger(__name__)
@@ -25,12 +24,7 @@ class Vanilla(Method):
         # Data-level subclasses (aug_en, aug_mt, sdrrl) override prepare_examples; it runs before the model
         # is loaded, so a method that generates with the base model (sdrrl) never holds two copies.
         examples = self.prepare_examples(ctx.examples, ctx)
-        tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
-        model = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
-        if ctx.settings.lora:
-            from harness.training import apply_lora
-
-            model = apply_lora(model, ctx.settings)
+        tokenizer, model = load_for_training(ctx)
         dataset = SFTDataset(tokenizer, examples, ctx.settings.max_length)
         log.info("training data: %s", dataset.stats())
         ctx.extra["data_stats"] = dataset.stats()
