@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shlex
@@ -346,6 +347,16 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _close_progress_bars() -> None:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
+    sys.stderr.write("\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -356,7 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the disk, not the input: say which file, and that rerunning resumes
+        where = f" ({e.filename})" if e.filename else ""
+        hint = "; free space and" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ";"
+        print(f"error: {e.strerror or e}{where}{hint} run the same command again to resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
+        _close_progress_bars()  # else a bar redrawn at exit would follow the message
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 130
 

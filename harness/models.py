@@ -9,11 +9,13 @@ model id or local checkpoint folder works in its place.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 
@@ -123,3 +125,33 @@ def model_type(ref: str, trust_remote_code: bool = False) -> str:
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code).model_type
+
+
+# Config fields that tell two models apart; a checkpoint whose values differ is of another model.
+_SHAPE_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "vocab_size")
+
+
+def _shape(folder: str) -> dict[str, Any] | None:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise HarnessError(f"{path}: unreadable config (not JSON); delete the folder to redo it") from None
+    text = config.get("text_config") or {}
+    return {k: config.get(k, text.get(k)) for k in _SHAPE_FIELDS}
+
+
+def check_same_model(checkpoint: str, base_model: str) -> None:
+    """Fail when `checkpoint` (a trained model or a training checkpoint in a run folder) was made from
+    another model than `base_model`: a local --model folder whose contents changed, or a run folder
+    copied between models."""
+    mine, base = _shape(checkpoint), _shape(base_model)
+    if mine is None or base is None or mine == base:
+        return
+    diff = ", ".join(f"{k} {mine[k]} vs {base[k]}" for k in _SHAPE_FIELDS if mine[k] != base[k])
+    raise HarnessError(
+        f"{checkpoint}: a checkpoint of another model than {base_model} ({diff}); "
+        "delete it to retrain, or use another --output"
+    )

@@ -11,6 +11,7 @@ and W_T is refitted there when the run's fit options differ. A sweep over M trai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,14 +21,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from harness import faults
 from harness.config import EvalConfig, RunConfig
+from harness.evalcache import CachedLM, ResponseCache, checkpoint_fingerprint
 from harness.evaluate import TaskRef, make_hflm_kwargs, run_lm_eval, split_results
 from harness.io import atomic_write_json
-from harness.models import resolve_model
+from harness.models import check_same_model, resolve_model
 from harness.store import Run
 from harness.training import TrainContext, TrainSettings
 
 log = logging.getLogger(__name__)
+
+# Evaluation requests are computed and cached this many batches at a time (the most a kill can lose).
+EVAL_CHUNK_BATCHES = 16
 
 
 def load_examples(cfg: RunConfig):
@@ -54,6 +60,7 @@ def train_run(run: Run, method, base_model: str) -> None:
     atomic_write_json(run.dir / "data.json", {"recipe": cfg.recipe, "examples": len(examples),
                                               "per_language": dict(sorted(counts.items()))})  # fmt: skip
     log.info("%s: %d training examples in %d languages", run.id, len(examples), len(counts))
+    faults.point("data")
     run.set_phase("training")
     ctx = TrainContext(
         base_model=base_model,
@@ -75,14 +82,29 @@ def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: E
     if missing:
         run.set_phase("evaluating", tasks=[r.name for r in refs], eval=key)
         checkpoint = method.checkpoint(run.dir, base_model)
+        if method.trains:
+            check_same_model(checkpoint, base_model)
         log.info("%s: evaluating %d tasks on %s", run.id, len(missing), checkpoint)
-        lm = method.make_lm(checkpoint, **make_hflm_kwargs(ecfg.batch_size, run.config.trust_remote_code))
-        output = run_lm_eval(lm, missing, ecfg.limit, run.config.seed, ecfg.apply_chat_template)
-        for ref in missing:
-            result, samples = split_results(output, ref)
-            run.save_result(ref.name, {**result, "key": key}, samples)
-        if hasattr(lm, "artifacts"):
-            atomic_write_json(run.dir / "eval_artifacts.json", lm.artifacts())
+        lm_kwargs = make_hflm_kwargs(ecfg.batch_size, run.config.trust_remote_code)
+        cache = ResponseCache(run.dir / "eval_cache.sqlite")
+        try:
+            # The cache key holds the model's files and everything that shapes its answers.
+            model_key = hashlib.sha256(json.dumps([
+                checkpoint_fingerprint(checkpoint, cache), run.config.method, method.options,
+                {k: v for k, v in lm_kwargs.items() if k != "trust_remote_code"},
+            ], sort_keys=True, default=str).encode()).hexdigest()  # fmt: skip
+            inner = method.make_lm(checkpoint, **lm_kwargs)
+            lm = CachedLM(inner, cache, model_key, chunk_size=EVAL_CHUNK_BATCHES * ecfg.batch_size)
+            output = run_lm_eval(lm, missing, ecfg.limit, run.config.seed, ecfg.apply_chat_template)
+            log.info("%s: %d responses from the run's cache, %d computed", run.id, lm.hits, lm.computed)
+            if hasattr(inner, "artifacts"):
+                atomic_write_json(run.dir / "eval_artifacts.json", inner.artifacts())
+            for ref in missing:
+                result, samples = split_results(output, ref)
+                run.save_result(ref.name, {**result, "key": key}, samples)
+                faults.point("result")
+        finally:
+            cache.close()
     results = {r.name: run.stored_result(r.name, key) for r in refs}
     run.set_phase("complete", tasks=[r.name for r in refs], eval=key)
     return results

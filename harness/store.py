@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml
+from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml, confined
 
 PHASES = ("created", "data", "training", "trained", "evaluating", "complete", "failed")
 
@@ -61,7 +61,7 @@ class Run:
 
     # -- results ----------------------------------------------------------------------------------
     def stored_result(self, task: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        path = self.results_dir / f"{task}.json"
+        path = confined(self.dir, "results", f"{task}.json")
         if not path.is_file():
             return None
         result = json.loads(path.read_text(encoding="utf-8"))
@@ -69,8 +69,8 @@ class Run:
 
     def save_result(self, task: str, result: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         # Samples first, then the result: a result file exists only with its samples beside it.
-        atomic_write_jsonl(self.samples_dir / f"{task}.jsonl", samples)
-        atomic_write_json(self.results_dir / f"{task}.json", result)
+        atomic_write_jsonl(confined(self.dir, "samples", f"{task}.jsonl"), samples)
+        atomic_write_json(confined(self.dir, "results", f"{task}.json"), result)
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

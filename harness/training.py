@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from harness import faults
 from harness.chat import encode_example
 from harness.data import Example
 from harness.errors import HarnessError, unknown
+from harness.io import atomic_write_text
+from harness.models import check_same_model
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +198,44 @@ def _log_callback(path: Path):
     from transformers import TrainerCallback
 
     class JsonlLogger(TrainerCallback):
+        """Appends each log record to the run's train_log.jsonl; also saves a checkpoint at the last step,
+        so a run killed after training (while W_T is fitted or the model saved) does not train again."""
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
                 with open(path, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": state.global_step, **logs}, default=float) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            faults.point("train_step")
 
     return JsonlLogger()
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the log records after `step` (written after the checkpoint a resumed run starts from)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
+def _finished(checkpoint: str) -> bool:
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
 
 
 def latest_checkpoint(folder: Path) -> str | None:
@@ -272,8 +307,18 @@ def run_trainer(
     )
     resume = latest_checkpoint(ctx.run_dir / "checkpoints")
     if resume:
+        check_same_model(resume, ctx.base_model)
         log.info("resuming training from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+        truncate_log(ctx.log_path, int(Path(resume).name.split("-")[1]))
+    elif ctx.log_path.exists():
+        ctx.log_path.unlink()  # a log of steps no checkpoint holds: training starts over
+    if resume and _finished(resume):
+        # Killed after the last step (while saving or fitting W_T): load the final state and save again.
+        # Trainer.train() would run one more step past max_steps when resumed at the very end.
+        trainer._load_from_checkpoint(resume)
+        result = None
+    else:
+        result = trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
         save_atomically(trainer.model, tokenizer, ctx.output_dir, save_fn)
         shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)

@@ -14,6 +14,9 @@ What it computes (`build_report`), per benchmark and protocol:
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.errors import HarnessError
 from reports import plots
 from reports.runs import RunRecord, load_runs, natural_key, variant_order
 from reports.stats import Delta, align, paired_bootstrap
@@ -421,20 +425,47 @@ def write_csv(report: Report, out: Path) -> list[Path]:
     return paths
 
 
+REPORT_MARKER = ".harness-report"
+
+
 def write_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) -> tuple[Report, list[Path]]:
-    """Write the whole report folder; returns the report and the files written (index.html first)."""
+    """Write the whole report folder; returns the report and the files written (index.html first).
+
+    The report is built in a temporary folder beside `out` and swapped in by renames, so `out` holds
+    either the previous report or the new one, never a mix (a killed report leaves the old one). An
+    existing `out` is replaced only if it is empty or a report this command wrote (it holds
+    `.harness-report`): the command never deletes a folder of other files."""
+    from harness import faults
     from harness.io import atomic_write_text
     from reports import html, markdown
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = build_report(paths, out, iters, seed)
-    for s in report.skipped:
-        log.warning("skipped incomplete run %s", s)
-    report.item_pages = html.write_item_pages(report, out)
-    written = [out / "index.html", out / "index.md"]
-    atomic_write_text(written[0], html.render_index(report))
-    atomic_write_text(written[1], markdown.render(report))
-    written += write_csv(report, out)
-    written += write_tables(frame_of(report.runs), out, report.skipped)
-    return report, written
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_MARKER).is_file())):
+        raise HarnessError(f"--out {out}: exists and is not a report folder; give a new or empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):  # left by a killed report
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        report = build_report(paths, tmp, iters, seed)
+        for s in report.skipped:
+            log.warning("skipped incomplete run %s", s)
+        report.item_pages = html.write_item_pages(report, tmp)
+        written = [tmp / "index.html", tmp / "index.md"]
+        atomic_write_text(written[0], html.render_index(report))
+        faults.point("report")
+        atomic_write_text(written[1], markdown.render(report))
+        written += write_csv(report, tmp)
+        written += write_tables(frame_of(report.runs), tmp, report.skipped)
+        atomic_write_text(tmp / REPORT_MARKER, "written by `harness report`; the folder is replaced on the next one\n")
+        old = None
+        if out.exists():
+            old = out.parent / f"{tmp.name}.old"
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return report, [out / p.relative_to(tmp) for p in written]

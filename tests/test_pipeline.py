@@ -14,28 +14,7 @@ from harness.evaluate import resolve_tasks
 from harness.pipeline import execute
 from harness.training import PROFILES
 from reports.table import language_table, load_frame, write_tables
-from tests.tiny import tiny_llama, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny")
-    tok = tiny_tokenizer()
-    tiny_llama(tok).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    rows = [
-        {"lang": lang, "instruction": f"What is the topic? {i} {lang}", "output": "sports",
-         "instruction_en": f"What is the topic? {i}"}
-        for i in range(6) for lang in ("sw", "en")
-    ]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+from tests.tiny import tiny_tokenizer
 
 
 def test_encode_example_masks_the_prompt() -> None:

@@ -24,6 +24,8 @@ model was trained on it: the last token of `tok_encode(context)` that the scored
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -213,8 +215,9 @@ class CCLM(HFLM):
         )
         self.use_wt, self.eval_gumbel, self.wt_per_language = use_wt, eval_gumbel, wt_per_language
         self._lang: str | None = None  # language of the requests being run
-        # hash((language, prompt tokens)) -> (language, chosen layer)
-        self._choices: dict[int, tuple[str | None, int]] = {}
+        # digest of (language, prompt tokens) -> (language, chosen layer); stable across processes so
+        # the run's evaluation cache can save and restore it (`cache_state` / `restore_state`)
+        self._choices: dict[str, tuple[str | None, int]] = {}
 
     # -- CC inference -------------------------------------------------------------------------
 
@@ -236,7 +239,15 @@ class CCLM(HFLM):
         return fuse_vector(g, a_hat), g.argmax(dim=-1)
 
     def _record(self, prompt: Sequence[int], layer: int) -> None:
-        self._choices.setdefault(hash((self._lang, tuple(prompt))), (self._lang, layer))
+        digest = hashlib.sha1(json.dumps([self._lang, list(prompt)]).encode()).hexdigest()
+        self._choices.setdefault(digest, (self._lang, layer))
+
+    def cache_state(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in self._choices.items()}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        for k, (lang, layer) in state.items():
+            self._choices.setdefault(k, (lang, int(layer)))
 
     def artifacts(self) -> dict[str, Any]:
         """The Decision Maker's layer choices over the evaluation prompts (one per distinct prompt)."""

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness import faults
 from harness.cc.hooks import CCHooks
 from harness.chat import encode_prompt
 from harness.data import Example, data_dir, read_jsonl
@@ -204,6 +205,7 @@ def fit_transform(
     hooks = CCHooks(model)
     x = collect_activations(model, tokenizer, [p.text for p in sample], batch_size, hooks)  # (M, L, d)
     y = collect_activations(model, tokenizer, [p.text_en for p in sample], batch_size, hooks)
+    faults.point("wt_fit")
     transform_matrix, mse = fit_transform_matrix(x, y)
     fit = TransformFit(transform_matrix, mse, len(sample), source)
     log.info("transform matrix: M=%d pairs, MSE(X W_T, Y) = %.6g", len(sample), mse)

@@ -1,0 +1,55 @@
+"""Fault injection for crash tests (the way SQLite tests its atomic commit): named points in the
+pipeline where a test can make the process die by SIGKILL, or a write fail with "disk full".
+
+`HARNESS_FAULT` holds one rule, `<action>@<point>[#<n>]`:
+
+    kill@data              SIGKILL right after the training data is prepared
+    kill@train_step#2      SIGKILL after the 2nd training checkpoint is written
+    kill@wt_fit            SIGKILL while W_T is being fitted (after training)
+    kill@eval_chunk#1      SIGKILL after the 1st chunk of evaluation requests is cached
+    kill@result            SIGKILL after the first task result is stored
+    kill@report            SIGKILL halfway through writing a report
+    enospc@write:results   "No space left on device" on the first atomic write whose path contains `results`
+
+Unset (always, outside tests), every point is a no-op costing one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections import Counter
+
+ENV = "HARNESS_FAULT"
+_hits: Counter[str] = Counter()
+
+
+def _rule() -> tuple[str, str, int] | None:
+    spec = os.environ.get(ENV)
+    if not spec or "@" not in spec:
+        return None
+    action, _, rest = spec.partition("@")
+    point, _, nth = rest.partition("#")
+    return action, point, int(nth) if nth else 1
+
+
+def point(name: str) -> None:
+    """A place where `kill@<name>[#n]` kills the process the n-th time it is passed."""
+    rule = _rule()
+    if rule is None or rule[0] != "kill" or rule[1] != name:
+        return
+    _hits[name] += 1
+    if _hits[name] == rule[2]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_write(path: os.PathLike | str) -> None:
+    """Raise ENOSPC for the atomic write `enospc@write:<text>` names (its n-th match)."""
+    rule = _rule()
+    if rule is None or rule[0] != "enospc" or not rule[1].startswith("write:"):
+        return
+    if rule[1].split(":", 1)[1] in str(path):
+        _hits["write"] += 1
+        if _hits["write"] == rule[2]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
