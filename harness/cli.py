@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from harness import distributed
 from harness.config import RUN_OPTIONS
 from harness.errors import HarnessError
 
@@ -46,8 +47,16 @@ def _positive(name: str, value: Any) -> int | None:
     except (TypeError, ValueError):
         raise HarnessError(f"{name} {value!r}: expected a positive whole number") from None
     if number <= 0:
-        raise HarnessError(f"{name} {value}: must be at least 1 (omit it to use every item)")
+        hint = " (omit it to use every item)" if name.endswith("limit") else ""
+        raise HarnessError(f"{name} {value}: must be at least 1{hint}")
     return number
+
+
+def _whole(name: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{name} {value!r}: expected a whole number") from None
 
 
 def _pairs(items: list[str] | dict[str, Any], flag: str) -> dict[str, Any]:
@@ -102,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     refs = resolve_tasks(_csv(v["tasks"]) or [], _csv(v["langs"]))
     data_dir()  # fail before any model work when the shared data is missing
     limit = _positive("--limit", v["limit"])
-    seeds = [int(s) for s in _csv(v["seeds"])] if v["seeds"] else [int(v["seed"])]
+    seeds = [_whole("--seeds", s) for s in _csv(v["seeds"])] if v["seeds"] else [_whole("--seed", v["seed"])]
     profile = v["profile"] or default_profile()
     settings = resolve_settings(profile, _pairs(v["set"], "--set"))
     method_opts = _pairs(v["method_opt"], "--method-opt")
@@ -111,7 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from harness.data import LANGUAGES, check_languages
 
         check_languages(train_langs, LANGUAGES, "--train-langs")
-    ecfg = EvalConfig(tasks=[r.name for r in refs], limit=limit, batch_size=int(v["batch_size"]),
+    batch_size = _positive("--batch-size", v["batch_size"])
+    ecfg = EvalConfig(tasks=[r.name for r in refs], limit=limit, batch_size=batch_size,
                       apply_chat_template=not v["no_chat_template"])  # fmt: skip
     command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     known_opts = {k for m in methods for k in METHODS.get(m).defaults}
@@ -129,6 +139,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                 recipe_path=v["recipe_path"], seed=seed, profile=profile, train=settings.to_dict(),
                 trust_remote_code=bool(v["trust_remote_code"]),
             ))  # fmt: skip
+    if getattr(args, "dry_run", False):
+        from harness.dryrun import print_plan
+
+        print_plan(configs, refs, ecfg, Path(v["output"]), accelerate_config=args.accelerate_config)
+        return 0
+    if distributed.world_size() > 1:  # data parallel: every process trains, then the main one evaluates alone
+        for cfg in configs:
+            execute(cfg, refs, ecfg, Path(v["output"]), command, train_only=True)
+        if not distributed.leave_group():
+            return 0
+    # Check every name that is only used later, before any run folder is created.
+    from harness.models import resolve_model
+    from harness.recipes import RECIPES
+
+    RECIPES.get(v["recipe"], "--recipe")
+    for model in dict.fromkeys(c.model for c in configs):
+        resolve_model(model)
     run_dirs = []
     for cfg in configs:
         run = execute(cfg, refs, ecfg, Path(v["output"]), command)
@@ -166,7 +193,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise HarnessError(f"--checkpoint {checkpoint}: not a Hugging Face checkpoint folder (no config.json)")
     refs = resolve_tasks(_csv(args.tasks) or [], _csv(args.langs))
     ecfg = EvalConfig(tasks=[r.name for r in refs], limit=_positive("--limit", args.limit),
-                      batch_size=args.batch_size, apply_chat_template=not args.no_chat_template)  # fmt: skip
+                      batch_size=_positive("--batch-size", args.batch_size),
+                      apply_chat_template=not args.no_chat_template)  # fmt: skip
     # `none` evaluates the checkpoint as it is (with the CC evaluator when it holds CC artifacts).
     cfg = RunConfig(method="none", model=str(checkpoint.resolve()), seed=args.seed,
                     trust_remote_code=args.trust_remote_code)  # fmt: skip
@@ -289,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, help="evaluation batch size (default 8)")
     r.add_argument("--trust-remote-code", action="store_true", default=None, help="allow model code from the Hub")
     r.add_argument("--no-chat-template", action="store_true", default=None, help="evaluate without the chat template")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the plan (runs, tasks, data, training arguments, model size) without weights")  # fmt: skip
+    r.add_argument("--accelerate-config", metavar="FILE",
+                   help="with --dry-run: plan for this accelerate launch config (processes, DeepSpeed/FSDP)")  # fmt: skip
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("eval", help="evaluate an existing checkpoint")
@@ -362,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
     _quiet_libraries()
+    if distributed.rank() > 0:  # the other processes of a data-parallel launch: their warnings only
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         return args.func(args)
     except HarnessError as e:

@@ -89,7 +89,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise HarnessError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            raise HarnessError(f"{path}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
         if not isinstance(obj, dict):
             raise HarnessError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         seen_any = True

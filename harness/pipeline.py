@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import faults
+from harness import distributed, faults
 from harness.config import EvalConfig, RunConfig
 from harness.evalcache import CachedLM, ResponseCache, checkpoint_fingerprint
 from harness.evaluate import TaskRef, make_hflm_kwargs, run_lm_eval, split_results
@@ -57,8 +57,9 @@ def train_run(run: Run, method, base_model: str) -> None:
     examples = load_examples(cfg)
     method.check_examples(examples)
     counts = Counter(ex.lang for ex in examples)
-    atomic_write_json(run.dir / "data.json", {"recipe": cfg.recipe, "examples": len(examples),
-                                              "per_language": dict(sorted(counts.items()))})  # fmt: skip
+    if distributed.is_main():
+        atomic_write_json(run.dir / "data.json", {"recipe": cfg.recipe, "examples": len(examples),
+                                                  "per_language": dict(sorted(counts.items()))})  # fmt: skip
     log.info("%s: %d training examples in %d languages", run.id, len(examples), len(counts))
     faults.point("data")
     run.set_phase("training")
@@ -198,7 +199,12 @@ def failed(run: Run, e: Exception) -> None:
     run.set_phase("failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
-def execute(cfg: RunConfig, refs: list[TaskRef], ecfg: EvalConfig, runs_root: Path, command: str) -> Run:
+def execute(
+    cfg: RunConfig, refs: list[TaskRef], ecfg: EvalConfig, runs_root: Path, command: str, train_only: bool = False
+) -> Run:
+    """Train (or reuse) the run's model, then evaluate it. `train_only` stops after training: what every
+    process of a data-parallel launch does before the main process evaluates alone (`harness.distributed`);
+    a model shared from another run's folder is linked (and W_T refitted) in the evaluation pass."""
     from methods import METHODS
 
     method = METHODS.get(cfg.method)(**cfg.method_options)
@@ -218,9 +224,13 @@ def execute(cfg: RunConfig, refs: list[TaskRef], ecfg: EvalConfig, runs_root: Pa
                 except Exception as e:
                     failed(source, e)
                     raise
+            if train_only:
+                return run
             share_trained_model(run, source, method)
         else:
             train_run(run, method, base_model)
+            if train_only:
+                return run
         evaluate_run(run, method, base_model, refs, ecfg)
     except Exception as e:
         failed(run, e)

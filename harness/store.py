@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import distributed
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml, confined
@@ -39,7 +40,10 @@ class Run:
         return self.dir / "samples"
 
     # -- status -----------------------------------------------------------------------------------
+    # Only the main process of a data-parallel launch writes (`harness.distributed`); the others read.
     def init(self, command: str) -> None:
+        if not distributed.is_main():
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.dir / "config.yaml"
         if not cfg_path.exists():
@@ -52,6 +56,8 @@ class Run:
 
     def set_phase(self, phase: str, **extra: Any) -> None:
         assert phase in PHASES, phase
+        if not distributed.is_main():
+            return
         status = {**self.status(), **extra, "phase": phase, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_json(self.dir / "status.json", status)
 
@@ -68,6 +74,8 @@ class Run:
         return result if result.get("key") == key else None
 
     def save_result(self, task: str, result: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+        if not distributed.is_main():
+            return
         # Samples first, then the result: a result file exists only with its samples beside it.
         atomic_write_jsonl(confined(self.dir, "samples", f"{task}.jsonl"), samples)
         atomic_write_json(confined(self.dir, "results", f"{task}.json"), result)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from harness import faults
+from harness import distributed, faults
 from harness.chat import encode_example
 from harness.data import Example
 from harness.errors import HarnessError, unknown
@@ -245,16 +245,30 @@ def latest_checkpoint(folder: Path) -> str | None:
     return str(max(ckpts, key=lambda p: int(p.name.split("-")[1]))) if ckpts else None
 
 
+def batch_layout(settings: TrainSettings, world_size: int = 1) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps) whose product with `world_size` is exactly the
+    effective `batch_size`; the per-device batch is lowered when the processes would exceed it (the paper's
+    batch 16 on 8 GPUs: 2 per device, no accumulation)."""
+    per_device = min(settings.per_device_batch_size, max(1, settings.batch_size // world_size))
+    accum, rest = divmod(settings.batch_size, per_device * world_size)
+    if accum < 1 or rest:
+        raise HarnessError(
+            f"batch_size {settings.batch_size} is not a multiple of per_device_batch_size x processes "
+            f"({per_device} x {world_size}); choose values with --set batch_size=N --set per_device_batch_size=N"
+        )
+    return per_device, accum
+
+
 def training_arguments(ctx: TrainContext, world_size: int = 1):
     from transformers import TrainingArguments
 
     s = ctx.settings
-    accum = max(1, s.batch_size // (s.per_device_batch_size * world_size))
+    per_device, accum = batch_layout(s, world_size)
     return TrainingArguments(
         output_dir=str(ctx.run_dir / "checkpoints"),
         num_train_epochs=s.epochs,
         max_steps=s.max_steps,
-        per_device_train_batch_size=s.per_device_batch_size,
+        per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accum,
         learning_rate=s.learning_rate,
         lr_scheduler_type=s.lr_scheduler,
@@ -295,7 +309,7 @@ def run_trainer(
     from transformers import Trainer
 
     trainer_cls = trainer_cls or Trainer
-    args = training_arguments(ctx, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    args = training_arguments(ctx, world_size=distributed.world_size())
     trainer = trainer_cls(
         model=model,
         args=args,
@@ -306,11 +320,13 @@ def run_trainer(
         **trainer_kwargs,
     )
     resume = latest_checkpoint(ctx.run_dir / "checkpoints")
+    main = trainer.is_world_process_zero()  # the one process that writes the run's files
     if resume:
         check_same_model(resume, ctx.base_model)
         log.info("resuming training from %s", resume)
-        truncate_log(ctx.log_path, int(Path(resume).name.split("-")[1]))
-    elif ctx.log_path.exists():
+        if main:
+            truncate_log(ctx.log_path, int(Path(resume).name.split("-")[1]))
+    elif main and ctx.log_path.exists():
         ctx.log_path.unlink()  # a log of steps no checkpoint holds: training starts over
     if resume and _finished(resume):
         # Killed after the last step (while saving or fitting W_T): load the final state and save again.
@@ -319,20 +335,29 @@ def run_trainer(
         result = None
     else:
         result = trainer.train(resume_from_checkpoint=resume)
-    if trainer.is_world_process_zero():
-        save_atomically(trainer.model, tokenizer, ctx.output_dir, save_fn)
+    trainer.accelerator.wait_for_everyone()  # every process has written its part of the last checkpoint
+    # ZeRO-3 / FSDP shard the weights: every process takes part in gathering them, the main one saves.
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if sharded else None
+    if main:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        save_atomically(model, tokenizer, ctx.output_dir, save_fn, state_dict)
         shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # the others see the saved model before going on
     return result
 
 
-def save_atomically(model, tokenizer, out_dir: Path, save_fn=None) -> None:
+def save_atomically(model, tokenizer, out_dir: Path, save_fn=None, state_dict: dict | None = None) -> None:
+    """Save into a temporary folder, then rename it to `out_dir`. `state_dict`: the full weights gathered
+    from a sharded model (ZeRO-3, FSDP), whose own parameters are only this process's shard."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        extra = {} if state_dict is None else {"state_dict": state_dict}
         if save_fn is not None:
-            save_fn(model, tokenizer, tmp)
+            save_fn(model, tokenizer, tmp, **extra)
         else:
-            save_model(model, tokenizer, tmp)
+            save_model(model, tokenizer, tmp, **extra)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -341,12 +366,14 @@ def save_atomically(model, tokenizer, out_dir: Path, save_fn=None) -> None:
         raise
 
 
-def save_model(model, tokenizer, folder: Path) -> None:
+def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
     """Save a plain HF checkpoint (safetensors); LoRA adapters are merged into the weights first so
-    every evaluator can load the result without peft."""
+    every evaluator can load the result without peft. `state_dict`: gathered weights of a sharded model."""
     if hasattr(model, "merge_and_unload"):
+        if state_dict is not None:
+            raise HarnessError("lora=true with ZeRO-3 or FSDP sharding is not supported; use DDP or ZeRO-2 for LoRA")
         model = model.merge_and_unload()
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
 
 

@@ -144,10 +144,23 @@ class CCTuning(Method):
 
         fits: list[TransformFit] = []
 
-        def save(model: CCModel, tokenizer, folder: Path) -> None:
-            """The LM checkpoint (LoRA merged), then W_T fitted with it, then cc.safetensors."""
-            lm = model.lm.merge_and_unload() if hasattr(model.lm, "merge_and_unload") else model.lm
-            lm.save_pretrained(folder, safe_serialization=True)
+        def save(model: CCModel, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
+            """The LM checkpoint (LoRA merged), then W_T fitted with it, then cc.safetensors. When ZeRO-3 /
+            FSDP sharded the weights, `state_dict` holds them gathered: the LM is saved from it and loaded
+            back whole for the fit."""
+            decision_maker = model.decision_maker.weight
+            if state_dict is None:
+                lm = model.lm.merge_and_unload() if hasattr(model.lm, "merge_and_unload") else model.lm
+                lm.save_pretrained(folder, safe_serialization=True)
+            else:
+                from harness.models import load_model
+
+                if hasattr(model.lm, "merge_and_unload"):
+                    raise HarnessError("lora=true with ZeRO-3 or FSDP sharding is not supported; use DDP for LoRA")
+                lm_state = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
+                model.lm.save_pretrained(folder, safe_serialization=True, state_dict=lm_state)
+                lm = load_model(str(folder), trust_remote_code=ctx.trust_remote_code).to(decision_maker.device)
+                decision_maker = state_dict["decision_maker.weight"]
             tokenizer.save_pretrained(folder)
             fit = fit_transform(
                 lm,
@@ -160,7 +173,7 @@ class CCTuning(Method):
                 batch_size=ctx.settings.per_device_batch_size,
             )
             weights = CCWeights(
-                decision_maker=model.decision_maker.weight,
+                decision_maker=decision_maker,
                 transform_matrix=fit.transform_matrix,
                 per_language=fit.per_language_matrices,
                 options=model.options.to_dict(),
@@ -193,6 +206,16 @@ class CCTuning(Method):
                 "transform": fit.summary(),
             },
         )
+
+    def checkpoint(self, run_dir: Path, base_model: str) -> str:
+        folder = run_dir / "model"
+        missing = [name for name in ("cc.safetensors", "cc.json") if not (folder / name).is_file()]
+        if missing:
+            raise HarnessError(
+                f"{folder}: CC-Tuning artifacts missing ({', '.join(missing)}); "
+                f"delete {folder} and run the same command again to retrain"
+            )
+        return str(folder)
 
     def make_lm(self, checkpoint: str, **lm_kwargs: Any):
         """The CC-aware lm-eval model (records its layer choices: `lm.artifacts()`)."""

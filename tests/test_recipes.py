@@ -348,7 +348,7 @@ def test_jsonl_loads_a_file(tmp_path):
         ),
         (
             [row(), '{"lang": "sw" "instruction": "x"}'],
-            "{path}:2: malformed JSON (Expecting ',' delimiter at column 15)",
+            "{path}:2: malformed JSON: Expecting ',' delimiter (column 15)",
         ),
         (
             [row(id="a"), row(id="b"), row(id="a")],

@@ -63,9 +63,16 @@ class CCTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def pop_layer_choices(self) -> tuple[list[int], float | None]:
-        """The layer histogram and mean DM entropy since the last call (one optimizer step)."""
-        counts = self._layer_counts.tolist()
-        entropy = sum(self._dm_entropy) / len(self._dm_entropy) if self._dm_entropy else None
+        """The layer histogram and mean DM entropy since the last call (one optimizer step), over the
+        examples of every process when training is data parallel (every process calls this each step)."""
+        counts = self._layer_counts
+        entropy_sum = torch.tensor([sum(self._dm_entropy), len(self._dm_entropy)], dtype=torch.float64)
+        if self.accelerator.num_processes > 1:
+            device = self.accelerator.device
+            counts = self.accelerator.reduce(counts.to(device), "sum").cpu()
+            entropy_sum = self.accelerator.reduce(entropy_sum.to(device), "sum").cpu()
+        total, n = entropy_sum.tolist()
+        counts, entropy = counts.tolist(), (total / n if n else None)
         self._layer_counts.zero_()
         self._dm_entropy.clear()
         return counts, entropy
