@@ -402,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the disk, not the input: say which file, and that rerunning resumes
+        if e.errno is None:
+            print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            return 1
         where = f" ({e.filename})" if e.filename else ""
         hint = "; free space and" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ";"
         print(f"error: {e.strerror or e}{where}{hint} run the same command again to resume", file=sys.stderr)

@@ -98,6 +98,7 @@ def make_hflm_kwargs(batch_size: int, trust_remote_code: bool) -> dict[str, Any]
         "dtype": "float32",  # bf16 log-likelihoods drift by up to 0.4 nats on the default model
         "batch_size": batch_size,
         "trust_remote_code": trust_remote_code,
+        "use_safetensors": True,  # weights from safetensors only, never a pickle (passed to from_pretrained)
     }
 
 

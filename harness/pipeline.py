@@ -23,6 +23,7 @@ from typing import Any
 
 from harness import distributed, faults
 from harness.config import EvalConfig, RunConfig
+from harness.errors import HarnessError
 from harness.evalcache import CachedLM, ResponseCache, checkpoint_fingerprint
 from harness.evaluate import TaskRef, make_hflm_kwargs, run_lm_eval, split_results
 from harness.io import atomic_write_json
@@ -94,7 +95,12 @@ def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: E
                 checkpoint_fingerprint(checkpoint, cache), run.config.method, method.options,
                 {k: v for k, v in lm_kwargs.items() if k != "trust_remote_code"},
             ], sort_keys=True, default=str).encode()).hexdigest()  # fmt: skip
-            inner = method.make_lm(checkpoint, **lm_kwargs)
+            try:
+                inner = method.make_lm(checkpoint, **lm_kwargs)
+            except (OSError, ValueError) as e:
+                if isinstance(e, OSError) and e.errno is not None:
+                    raise  # the disk, reported by the CLI
+                raise HarnessError(f"cannot load the model {checkpoint}: {str(e).splitlines()[0]}") from None
             lm = CachedLM(inner, cache, model_key, chunk_size=EVAL_CHUNK_BATCHES * ecfg.batch_size)
             output = run_lm_eval(lm, missing, ecfg.limit, run.config.seed, ecfg.apply_chat_template)
             log.info("%s: %d responses from the run's cache, %d computed", run.id, lm.hits, lm.computed)

@@ -156,3 +156,19 @@ def test_sweep_file_typo_on_the_command_line(tmp_path: Path, capsys) -> None:
     code, line = error_of(capsys, "sweep", str(sweep), "--dry-run")
     assert code == 2
     assert line.startswith(f"error: unknown sweep key 'seedz' in {sweep}: grid block 1 (did you mean 'seed'?)"), line
+
+
+def test_pickle_only_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
+    """Weights load from safetensors only: a checkpoint holding just a pickle (pytorch_model.bin) is refused."""
+    import torch
+
+    folder = save_tiny(tmp_path / "pickled")
+    state = tiny_llama(tiny_tokenizer()).state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    code, line = error_of(capsys, "eval", "--checkpoint", str(folder), "--tasks", "sib200_mc_sw", "--limit", "2",
+                          "--output", str(tmp_path / "runs"))  # fmt: skip
+    assert code == 2
+    assert line == (f"error: cannot load the model {folder.resolve()}: Error no file named model.safetensors found "
+                    f"in directory {folder.resolve()}.")  # fmt: skip
+    assert not list((tmp_path / "runs").rglob("results/*.json"))
