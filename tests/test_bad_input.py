@@ -172,3 +172,17 @@ def test_pickle_only_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
     assert line == (f"error: cannot load the model {folder.resolve()}: Error no file named model.safetensors found "
                     f"in directory {folder.resolve()}.")  # fmt: skip
     assert not list((tmp_path / "runs").rglob("results/*.json"))
+
+
+def test_remote_code_never_runs_without_the_flag(tmp_path: Path, capsys) -> None:
+    """A checkpoint that ships its own modelling code (`auto_map`) is evaluated with the built-in class of its
+    model type, and its code never runs, unless --trust-remote-code."""
+    folder = save_tiny(tmp_path / "custom")
+    marker = tmp_path / "code-ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    code = main(["eval", "--checkpoint", str(folder), "--tasks", "sib200_mc_sw", "--limit", "2",
+                 "--output", str(tmp_path / "runs")])  # fmt: skip
+    assert code == 0 and not marker.exists()
