@@ -279,6 +279,25 @@ def test_transform_matrix_recovers_a_linear_map():
     assert mse == pytest.approx(float(direct), rel=1e-6) and 0.005 < mse < 0.02
 
 
+@pytest.mark.parametrize(
+    ("m", "layers", "d", "scale"),
+    [(40, 3, 16, 1.0), (4, 3, 32, 1.0), (60, 4, 24, 1e3)],
+    ids=["full-rank", "rank-deficient", "badly-scaled"],
+)
+def test_transform_matrix_is_the_minimum_norm_least_squares_solution(m, layers, d, scale):
+    """The normal-equations solver gives what LAPACK's SVD-based gelsd gives: the same residual, and the
+    minimum-norm W_T when M*L < d; also with a few huge activation dimensions (as LLMs have)."""
+    torch.manual_seed(0)
+    x = torch.randn(m, layers, d)
+    x[..., :2] *= scale
+    y = x @ torch.randn(d, d) + 0.1 * torch.randn(m, layers, d)
+    w_t, mse = fit_transform_matrix(x, y)
+    x2, y2 = x.reshape(-1, d).double(), y.reshape(-1, d).double()
+    reference = torch.linalg.lstsq(x2, y2, driver="gelsd").solution
+    assert mse == pytest.approx(transform_mse(x, y, reference), rel=1e-6, abs=1e-9)
+    torch.testing.assert_close(w_t.double(), reference, rtol=1e-4, atol=1e-4 / scale)
+
+
 def test_fit_transform_per_language_and_save_load(tokenizer, tmp_path):
     model = make_model("llama")
     pairs = pairs_from_examples(EXAMPLES)
