@@ -6,8 +6,8 @@ model (the SHA-256 of every file of the checkpoint folder, CC-Tuning's `cc.safet
 of the evaluator (its class, method options and settings), and the cache lives in the run's own
 folder (`eval_cache.sqlite`).
 
-Requests are computed in fixed-size chunks, each committed (SQLite: atomic and durable) before the
-next starts. A chunk's batch composition depends only on the requests still missing, which after a
+Requests are computed in fixed-size chunks, longest first, each committed (SQLite: atomic and durable)
+before the next starts. A chunk's batch composition depends only on the requests still missing, which after a
 kill are exactly the uncommitted chunks: a resumed evaluation batches them as the uninterrupted one
 did and gives bit-identical numbers.
 
@@ -166,7 +166,10 @@ class CachedLM(LM):
         sampled = [kind == "generate_until" and bool(r.args[1].get("do_sample")) for r in requests]
         found = self.cache.get_many([k for k, s in zip(keys, sampled, strict=True) if not s])
         results: list[Any] = [_restore(kind, found[k]) if k in found else None for k in keys]
-        missing = [i for i, k in enumerate(keys) if k not in found]
+        # Longest first, as HFLM orders a call, so that each chunk batches requests of similar length
+        # (chunks in the order lm-eval gives would pad short requests to long ones). The order depends
+        # only on the missing requests themselves: a resumed evaluation forms the same chunks.
+        missing = sorted((i for i, k in enumerate(keys) if k not in found), key=lambda i: (-_size(requests[i]), i))
         self.hits += len(requests) - len(missing)
         if found:
             log.info("%s: %d of %d responses from the run's cache", kind, len(requests) - len(missing), len(requests))
@@ -180,6 +183,11 @@ class CachedLM(LM):
             self.computed += len(chunk)
             faults.point("eval_chunk")
         return results
+
+
+def _size(request) -> int:
+    """A request's length in characters (context, plus the continuation of a log-likelihood request)."""
+    return sum(len(a) for a in request.args if isinstance(a, str))
 
 
 def _restore(kind: str, value: Any) -> Any:
