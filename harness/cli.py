@@ -139,6 +139,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 recipe_path=v["recipe_path"], seed=seed, profile=profile, train=settings.to_dict(),
                 trust_remote_code=bool(v["trust_remote_code"]),
             ))  # fmt: skip
+    if getattr(args, "accelerate_config", None) and not args.dry_run:
+        raise HarnessError("--accelerate-config goes with --dry-run; to train with that file: accelerate launch "
+                           f"--config_file {args.accelerate_config} -m harness.cli run ...")  # fmt: skip
     if getattr(args, "dry_run", False):
         from harness.dryrun import print_plan
 
@@ -182,7 +185,16 @@ def print_table(frame) -> None:
         print(counts_table(frame).to_string())
 
 
+def _single_process(command: str) -> None:
+    from harness import distributed
+
+    if distributed.world_size() > 1:
+        raise HarnessError(f"`harness {command}` runs in one process; under accelerate launch use `harness run` "
+                           "(data-parallel training, then the main process evaluates)")  # fmt: skip
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    _single_process("eval")
     from harness.config import EvalConfig, RunConfig
     from harness.evaluate import resolve_tasks
     from harness.pipeline import execute
@@ -268,6 +280,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    _single_process("sweep")
     from harness.sweep import load_sweep, plan_lines, run_sweep
 
     sweep = load_sweep(args.file, args.output)

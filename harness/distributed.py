@@ -57,14 +57,6 @@ def _group_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def barrier() -> None:
-    """Wait for every process (a no-op without a process group)."""
-    if _group_initialized():
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def leave_group() -> bool:
     """End data-parallel work: every process waits for the others, the process group is destroyed and
     this process forgets it was launched as one of several. True in the main process (it goes on alone),
@@ -84,5 +76,12 @@ def leave_group() -> bool:
     for name in [n for n in os.environ if n.startswith(("ACCELERATE_DEEPSPEED_", "FSDP_"))]:
         os.environ.pop(name)
     if main:
+        import gc
+
+        import torch
+
+        gc.collect()  # the trainers' device memory (optimizer states, shards) before evaluation loads a model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         log.info("training done on every process; evaluating in the main process alone")
     return main

@@ -206,7 +206,12 @@ def failed(run: Run, e: Exception) -> None:
 
 
 def execute(
-    cfg: RunConfig, refs: list[TaskRef], ecfg: EvalConfig, runs_root: Path, command: str, train_only: bool = False
+    cfg: RunConfig,
+    refs: list[TaskRef],
+    ecfg: EvalConfig,
+    runs_root: Path,
+    command: str,
+    train_only: bool = False,
 ) -> Run:
     """Train (or reuse) the run's model, then evaluate it. `train_only` stops after training: what every
     process of a data-parallel launch does before the main process evaluates alone (`harness.distributed`);

@@ -194,12 +194,13 @@ def load_for_training(ctx: TrainContext):
     return tokenizer, apply_lora(model, ctx.settings) if ctx.settings.lora else model
 
 
-def _log_callback(path: Path):
+def _log_callback(path: Path, checkpoint_at_end: bool):
     from transformers import TrainerCallback
 
     class JsonlLogger(TrainerCallback):
-        """Appends each log record to the run's train_log.jsonl; also saves a checkpoint at the last step,
-        so a run killed after training (while W_T is fitted or the model saved) does not train again."""
+        """Appends each log record to the run's train_log.jsonl. With `checkpoint_at_end`, also saves a
+        checkpoint at the last step, so a run killed after training (while CC-Tuning fits W_T, which takes
+        minutes) does not train again; for a plain save of a few seconds it is not worth its cost."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
@@ -209,7 +210,7 @@ def _log_callback(path: Path):
                     os.fsync(f.fileno())
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.max_steps > 0 and state.global_step >= state.max_steps:
+            if checkpoint_at_end and state.max_steps > 0 and state.global_step >= state.max_steps:
                 control.should_save = True
 
         def on_save(self, args, state, control, **kwargs):
@@ -299,12 +300,14 @@ def run_trainer(
     trainer_cls=None,
     collator=None,
     save_fn=None,
+    checkpoint_at_end: bool = False,
     **trainer_kwargs,
 ):
     """Train with `trainer_cls` (default `transformers.Trainer`), resuming from the newest checkpoint in
     `run_dir/checkpoints`, then save the final model atomically into `ctx.output_dir`.
 
     `save_fn(model, tokenizer, folder)` replaces the default save (merged LoRA weights + tokenizer).
+    `checkpoint_at_end`: also checkpoint the last step (for a save_fn that takes long).
     """
     from transformers import Trainer
 
@@ -316,7 +319,7 @@ def run_trainer(
         train_dataset=dataset,
         data_collator=collator or pad_collate(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[_log_callback(ctx.log_path)],
+        callbacks=[_log_callback(ctx.log_path, checkpoint_at_end)],
         **trainer_kwargs,
     )
     resume = latest_checkpoint(ctx.run_dir / "checkpoints")
@@ -371,10 +374,20 @@ def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -
     every evaluator can load the result without peft. `state_dict`: gathered weights of a sharded model."""
     if hasattr(model, "merge_and_unload"):
         if state_dict is not None:
-            raise HarnessError("lora=true with ZeRO-3 or FSDP sharding is not supported; use DDP or ZeRO-2 for LoRA")
+            raise HarnessError("lora=true with ZeRO-3 or FSDP sharding is not supported; use DDP")
         model = model.merge_and_unload()
+    if state_dict is not None:
+        state_dict = drop_tied_copies(model, state_dict)
     model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
+
+
+def drop_tied_copies(model, state_dict: dict) -> dict:
+    """`state_dict` without the second names of tied parameters (e.g. `lm_head.weight` tied to the input
+    embeddings): a gathered state dict holds one copy per name, which the checkpoint would store twice."""
+    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    first = {name for name, _ in model.named_parameters()}
+    return {k: v for k, v in state_dict.items() if k not in every - first}
 
 
 def resolve_settings(profile: str, overrides: dict[str, Any]) -> TrainSettings:

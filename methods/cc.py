@@ -52,7 +52,7 @@ from harness.chat import encode_prompt
 from harness.data import Example
 from harness.errors import HarnessError
 from harness.io import atomic_write_json
-from harness.training import SFTDataset, TrainContext, load_for_training, run_trainer
+from harness.training import SFTDataset, TrainContext, drop_tied_copies, load_for_training, run_trainer
 from methods.base import Method, register_method
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,12 @@ class CCTuning(Method):
                 from harness.models import load_model
 
                 if hasattr(model.lm, "merge_and_unload"):
-                    raise HarnessError("lora=true with ZeRO-3 or FSDP sharding is not supported; use DDP for LoRA")
+                    raise HarnessError("lora=true with ZeRO-3 or FSDP sharding is not supported; use DDP")
+                state_dict = drop_tied_copies(model, state_dict)
                 lm_state = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
                 model.lm.save_pretrained(folder, safe_serialization=True, state_dict=lm_state)
-                lm = load_model(str(folder), trust_remote_code=ctx.trust_remote_code).to(decision_maker.device)
+                lm = load_model(str(folder), trust_remote_code=ctx.trust_remote_code)
+                lm = lm.to(decision_maker.device)
                 decision_maker = state_dict["decision_maker.weight"]
             tokenizer.save_pretrained(folder)
             fit = fit_transform(
@@ -183,7 +185,8 @@ class CCTuning(Method):
             fits.append(fit)
 
         run_trainer(
-            ctx, model, tokenizer, dataset, trainer_cls=CCTrainer, save_fn=save, diagnostics_path=ctx.log_path
+            ctx, model, tokenizer, dataset, trainer_cls=CCTrainer, save_fn=save, diagnostics_path=ctx.log_path,
+            checkpoint_at_end=True,
         )
         if fits:
             self.write_artifacts(ctx, model.num_layers, fits[-1])

@@ -127,6 +127,11 @@ class CCModel(nn.Module):
     def config(self):
         return self.lm.config
 
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        """The LM's decoder-layer classes, which FSDP's transformer-layer auto wrap reads off this model."""
+        return getattr(self.lm, "_no_split_modules", None)
+
     def english_activations(
         self, en_input_ids: torch.Tensor, en_attention_mask: torch.Tensor, en_rst: torch.Tensor
     ) -> torch.Tensor:
