@@ -1,5 +1,7 @@
 """Fault injection for crash tests (the way SQLite tests its atomic commit): named points in the
-pipeline where a test can make the process die by SIGKILL, or a write fail with "disk full".
+pipeline where a test can make the process die by SIGKILL, interrupt itself as Ctrl-C does, or a write
+fail with "disk full". A fault fires at a named point, never at a moment: a test that signalled the
+process from outside would race it (the tiny test runs can finish before the signal arrives).
 
 `HARNESS_FAULT` holds one rule, `<action>@<point>[#<n>]`:
 
@@ -9,7 +11,12 @@ pipeline where a test can make the process die by SIGKILL, or a write fail with 
     kill@eval_chunk#1      SIGKILL after the 1st chunk of evaluation requests is cached
     kill@result            SIGKILL after the first task result is stored
     kill@report            SIGKILL halfway through writing a report
+    interrupt@train_step#2 SIGINT to the process itself after the 2nd training checkpoint is written: the
+                           KeyboardInterrupt of a real Ctrl-C, raised there and handled by the CLI
     enospc@write:results   "No space left on device" on the first atomic write whose path contains `results`
+
+`kill` and `interrupt` work at every point above. Points count their passes within one process, so in
+a sweep (its runs share the process) `#n` counts on across runs.
 
 Unset (always, outside tests), every point is a no-op costing one dictionary lookup.
 """
@@ -22,6 +29,8 @@ import signal
 from collections import Counter
 
 ENV = "HARNESS_FAULT"
+# The signal each action of `point` sends to the process itself.
+_SIGNALS = {"kill": signal.SIGKILL, "interrupt": signal.SIGINT}
 _hits: Counter[str] = Counter()
 
 
@@ -35,13 +44,15 @@ def _rule() -> tuple[str, str, int] | None:
 
 
 def point(name: str) -> None:
-    """A place where `kill@<name>[#n]` kills the process the n-th time it is passed."""
+    """A place where `kill@<name>[#n]` kills the process, and `interrupt@<name>[#n]` interrupts it, the
+    n-th time it is passed. Every point is passed in the main thread, where `raise_signal` runs Python's
+    SIGINT handler before it returns: the KeyboardInterrupt comes from this very point, not some later one."""
     rule = _rule()
-    if rule is None or rule[0] != "kill" or rule[1] != name:
+    if rule is None or rule[0] not in _SIGNALS or rule[1] != name:
         return
     _hits[name] += 1
     if _hits[name] == rule[2]:
-        os.kill(os.getpid(), signal.SIGKILL)
+        signal.raise_signal(_SIGNALS[rule[0]])
 
 
 def check_write(path: os.PathLike | str) -> None:
