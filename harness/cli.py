@@ -102,7 +102,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.pipeline import execute
     from harness.training import default_profile, resolve_settings
     from methods import METHODS
-    from reports.table import load_frame
 
     v = _merged(args, RUN_DEFAULTS)
     methods = _csv(v["method"]) or []
@@ -164,25 +163,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         run = execute(cfg, refs, ecfg, Path(v["output"]), command)
         run_dirs.append(str(run.dir))
         print(f"run {run.id}: {run.dir}")
-    frame, _ = load_frame(run_dirs)
-    frame = frame[frame.task.isin(ecfg.tasks)]
-    print_table(frame)
+    print_table(run_dirs, ecfg.tasks)
     return 0
 
 
-def print_table(frame) -> None:
-    from reports.table import counts_table, language_table
+def print_table(run_dirs: list[str], tasks: list[str] | None = None) -> None:
+    """Per benchmark: chance and majority rows, every variant's scores with their flags, the most
+    frequent answers and the deltas with intervals (`reports.console`), for `tasks` (default: all)."""
+    from reports import console
+    from reports.report import build_benches
+    from reports.runs import load_runs
+    from reports.table import frame_of
 
-    table = language_table(frame)
-    if table.empty:
-        print("no results")
-        return
-    import pandas as pd
-
-    with pd.option_context("display.max_columns", None, "display.width", 200):
-        print(table.to_string())
-        print("\nitems per cell:")
-        print(counts_table(frame).to_string())
+    runs, _ = load_runs(run_dirs)
+    frame = frame_of(runs)
+    if tasks is not None:
+        frame = frame[frame.task.isin(tasks)]
+    print(console.render(build_benches(runs, frame, iters=2000, seed=0)))
 
 
 def _single_process(command: str) -> None:
@@ -198,7 +195,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from harness.config import EvalConfig, RunConfig
     from harness.evaluate import resolve_tasks
     from harness.pipeline import execute
-    from reports.table import load_frame
 
     checkpoint = Path(args.checkpoint)
     if not (checkpoint / "config.json").is_file():
@@ -213,8 +209,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     command = "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run = execute(cfg, refs, ecfg, Path(args.output), command)
     print(f"run {run.id}: {run.dir}")
-    frame, _ = load_frame([str(run.dir)])
-    print_table(frame[frame.task.isin(ecfg.tasks)])
+    print_table([str(run.dir)], ecfg.tasks)
     return 0
 
 
@@ -270,10 +265,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.report import write_report
-    from reports.table import frame_of
 
     report, paths = write_report(args.runs, Path(args.out), iters=args.bootstrap)
-    print_table(frame_of(report.runs))
+    from reports import console
+
+    print(console.render(report.benches))
     for p in paths:
         print(f"wrote {p}")
     return 0

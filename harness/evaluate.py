@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.data import LANGUAGES, check_languages
+from harness.diagnostics import cell_diagnostics
 from harness.errors import HarnessError, near
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ def split_results(output: dict[str, Any], ref: TaskRef) -> tuple[dict[str, Any],
         "primary_metric": primary_metric(ref, metrics),
         "n": n if n is not None else len(samples),
     }
+    if ref.protocol:  # ours: baselines and the answer distribution (`harness.diagnostics`)
+        result["diagnostics"] = cell_diagnostics(ref.benchmark, samples)
     return result, samples
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from reports.report import AVG, AVG_NON_EN, REFERENCES, BenchReport, ItemPage, Report
+from reports.report import AVG, AVG_NON_EN, BASELINE_ROWS, FLAGS, REFERENCES, BenchReport, ItemPage, Report
 from reports.runs import RunRecord, variant_order
 from reports.stats import Delta
 
@@ -43,6 +43,14 @@ td.best { background: #dff3e3; font-weight: 700; }
 td.sig-pos { background: #dff3e3; } td.sig-neg { background: #fde2e1; }
 td .ci { display: block; color: #666; font-size: .8em; white-space: nowrap; }
 tr.items td { color: #666; font-size: .85em; }
+tr.baseline td { color: #555; font-style: italic; background: #fafafa; }
+td.degenerate { background: #eeeeee; color: #666; }
+.flag { display: inline-block; margin-left: .25em; padding: 0 .3em; border-radius: 3px; font-size: .75em;
+        font-weight: 700; font-style: normal; color: #fff; background: #8a6d3b; cursor: help; }
+.flag-C { background: #b00020; } .flag-N { background: #6a1b9a; } .flag-B { background: #8a6d3b; }
+.legend { font-size: .9em; color: #333; margin: .2em 0 1em; } .legend .flag { margin: 0 .3em 0 .8em; }
+td.caveat .why { display: block; color: #b00020; font-size: .75em; white-space: normal; max-width: 14em; }
+table.answers td { text-align: left; font-size: .9em; }
 figure { display: inline-block; margin: .5em 1em 1em 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
@@ -121,10 +129,23 @@ def _header(columns: Iterable[str], first: str, extra: str = "") -> str:
     return f'<thead><tr><th class="name">{esc(first)}</th>{cells}{extra}</tr></thead>'
 
 
+def flag_marks(flags: str) -> str:
+    return "".join(f'<span class="flag flag-{f}" title="{esc(FLAGS[f])}">{f}</span>' for f in flags)
+
+
+def legend() -> str:
+    items = "".join(f"{flag_marks(f)}{esc(text)}" for f, text in FLAGS.items())
+    return f'<p class="legend">Flags:{items}.</p>'
+
+
 def score_table(bench: BenchReport) -> str:
-    """Variants x languages; the best value of each column marked; English and the averages apart."""
+    """Baseline rows, then variants x languages with their flags; the best value of each column marked;
+    English and the averages apart."""
     best = {c: bench.scores[c].max() for c in bench.columns}
     rows = []
+    for name in BASELINE_ROWS if not bench.baselines.empty else ():
+        cells = "".join(f'<td class="{_col_class(c)}">{_num(bench.baselines.loc[name, c])}</td>' for c in bench.columns)
+        rows.append(f'<tr class="baseline"><td class="name">{esc(name)}</td>{cells}<td></td></tr>')
     for variant in bench.scores.index:
         cells = []
         for column in bench.columns:
@@ -134,8 +155,10 @@ def score_table(bench: BenchReport) -> str:
                 not math.isnan(value) and value == best[column] and bench.scores[column].notna().sum() > 1
             )
             extra = f'<span class="ci">±{_num(spread)}</span>' if spread and spread > 0 else ""
-            classes = " ".join(c for c in (_col_class(column), "best" if is_best else "") if c)
-            cells.append(f'<td class="{classes}">{_num(value)}{extra}</td>')
+            flags = bench.flags(variant, column)
+            state = "degenerate" if "C" in flags else "best" if is_best else ""
+            classes = " ".join(c for c in (_col_class(column), state) if c)
+            cells.append(f'<td class="{classes}">{_num(value)}{flag_marks(flags)}{extra}</td>')
         seeds = bench.seeds.get(variant, 0)
         rows.append(f'<tr><td class="name">{esc(variant)}</td>{"".join(cells)}<td>{seeds}</td></tr>')
     items = "".join(f'<td class="{_col_class(c)}">{esc(bench.items.get(c, ""))}</td>' for c in bench.columns)
@@ -148,13 +171,17 @@ def delta_cell(d: Delta | None, column: str) -> str:
     base = _col_class(column)
     if d is None:
         return f'<td class="{base}">–</td>'
-    mark = ""
+    mark, why = "", ""
     if d.significant:
         base = f"{base} sig-pos" if d.delta > 0 else f"{base} sig-neg"
         mark = " ▲" if d.delta > 0 else " ▼"
+    elif d.caveat:
+        base = f"{base} caveat"
+        mark = " †"
+        why = f'<span class="why">not significant: {esc(d.caveat)}</span>'
     title = f"{d.n_items} items, {d.seeds_a} vs {d.seeds_b} runs"
     return (f'<td class="{base.strip()}" title="{esc(title)}">{_num(d.delta, True)}{mark}'
-            f'<span class="ci">[{_num(d.lo, True)}, {_num(d.hi, True)}]</span></td>')  # fmt: skip
+            f'<span class="ci">[{_num(d.lo, True)}, {_num(d.hi, True)}]</span>{why}</td>')  # fmt: skip
 
 
 def delta_table(bench: BenchReport, reference: str) -> str:
@@ -171,6 +198,34 @@ def delta_table(bench: BenchReport, reference: str) -> str:
         counts.append(f'<td class="{_col_class(column)}">{esc(text)}</td>')
     rows.append(f'<tr class="items"><td class="name">paired items</td>{"".join(counts)}<td></td></tr>')
     return (f'<table class="deltas">{_header(bench.columns, f"variant − {reference}", "<th>runs</th>")}'
+            f'<tbody>{"".join(rows)}</tbody></table>')  # fmt: skip
+
+
+def answers_table(bench: BenchReport) -> str:
+    """Per variant and language: the most frequent answer and its share, the normalised entropy of the
+    answers and the share of outputs with no readable answer."""
+    rows = []
+    for variant in bench.scores.index:
+        cells = []
+        for lang in bench.langs:
+            c = bench.answers.get((variant, lang))
+            if c is None:
+                cells.append("<td>–</td>")
+                continue
+            top = next((a for a in c.shares if a), "–")
+            state = ' class="degenerate"' if c.collapsed else ""
+            cells.append(f"<td{state}><code>{esc(top)}</code> {c.top_share:.0%}"
+                         f'<span class="ci">entropy {c.entropy:.2f} · no answer {c.no_answer:.0%}</span></td>')  # fmt: skip
+        rows.append(f'<tr><td class="name">{esc(variant)}</td>{"".join(cells)}</tr>')
+    if bench.majority_labels:
+        gold = "".join(
+            f"<td><code>{esc(bench.majority_labels.get(lang, ''))}</code> "
+            f"{bench.gold_shares.get(lang, {}).get(bench.majority_labels.get(lang, ''), 0):.0%}</td>"
+            for lang in bench.langs
+        )
+        rows.append(f'<tr class="baseline"><td class="name">gold (majority label)</td>{gold}</tr>')
+    head = "".join(f"<th>{esc(lang)}</th>" for lang in bench.langs)
+    return (f'<table class="answers"><thead><tr><th class="name">most frequent answer</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')  # fmt: skip
 
 
@@ -203,8 +258,10 @@ def render_index(report: Report) -> str:
         f'<p class="meta">Generated {esc(report.generated)} from {len(report.runs)} complete runs '
         f"({len(variants)} variants). Scores x 100 (accuracy; ROUGE-L F1 for xlsum). Deltas: paired bootstrap "
         f"95 % intervals over items (and over seeds when a variant has several runs), {report.iters} "
-        "replicates; a marked cell (▲/▼) has an interval that excludes zero (per cell, not corrected for "
-        'multiple comparisons). Files: <a href="index.md">index.md</a>, <a href="scores.csv">scores.csv</a>, '
+        "replicates; a marked cell (▲/▼) has an interval that excludes zero and no collapsed side (per cell, not "
+        "corrected for multiple comparisons); † marks a delta whose side is collapsed, never significant. Baselines: "
+        "chance = 1 / options, majority = the share of the most frequent gold label among the evaluated items. "
+        'Files: <a href="index.md">index.md</a>, <a href="scores.csv">scores.csv</a>, '
         '<a href="deltas.csv">deltas.csv</a>, <a href="results.csv">results.csv</a>.</p>'
     )
     if report.skipped:
@@ -223,12 +280,19 @@ def render_index(report: Report) -> str:
         parts.append(f'<h2 id="bench-{esc(bench.bench)}">{esc(bench.bench)} <span class="small">'
                      f"({esc(bench.metric)} x 100)</span></h2>")  # fmt: skip
         parts.append(score_table(bench))
+        if bench.answers:
+            parts.append(legend())
         for reference, name in REFERENCES.items():
             if reference in bench.deltas and bench.deltas[reference]:
                 parts.append(f"<h3>Δ against {esc(name)} ({esc(reference)}), points</h3>")
                 parts.append(delta_table(bench, reference))
         if bench.plot:
             parts.append(figure(bench.plot, f"{bench.bench} per language"))
+        if bench.answers:
+            parts.append("<h3>Answers</h3>" + answers_table(bench))
+        if bench.answers_plot:
+            parts.append(figure(bench.answers_plot, f"{bench.bench}: predicted answers against gold",
+                                "per language, the share of each answer (grey: no answer could be read)"))
     for section, figures in report.figures.items():
         parts.append(f'<h2 id="fig-{esc(_anchor(section))}">{esc(section)}</h2>')
         parts.extend(figure(f.path, f.title, f.caption) for f in figures)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from reports.report import REFERENCES, BenchReport, Report
+from reports.report import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport, Report
 
 
 def cell(value: Any) -> str:
@@ -29,8 +29,11 @@ def _num(value: float, signed: bool = False) -> str:
 
 
 def scores(bench: BenchReport) -> list[str]:
+    """Baseline rows (italic), then the variants with their flags; the best variant of each column bold."""
     best = {c: bench.scores[c].max() for c in bench.columns}
     rows = []
+    for name in BASELINE_ROWS if not bench.baselines.empty else ():
+        rows.append([f"_{name}_", *(f"_{_num(bench.baselines.loc[name, c])}_" for c in bench.columns), ""])
     for variant in bench.scores.index:
         row = [variant]
         for column in bench.columns:
@@ -38,14 +41,40 @@ def scores(bench: BenchReport) -> list[str]:
             text = _num(value)
             if not math.isnan(value) and value == best[column] and bench.scores[column].notna().sum() > 1:
                 text = f"**{text}**"
-            row.append(text)
+            flags = bench.flags(variant, column)
+            row.append(f"{text} {flags}" if flags else text)
         rows.append([*row, str(bench.seeds.get(variant, 0))])
     rows.append(["items per run", *(bench.items.get(c, "") for c in bench.columns), ""])
     return table(["variant", *bench.columns, "runs"], rows)
 
 
-def deltas(bench: BenchReport, reference: str) -> list[str]:
+def legend() -> str:
+    return "Flags: " + "; ".join(f"**{k}** {v}" for k, v in FLAGS.items()) + "."
+
+
+def answers(bench: BenchReport) -> list[str]:
+    """Per variant and language: the most frequent answer and its share, the normalised entropy of the
+    answers and the share of outputs with no readable answer."""
     rows = []
+    for variant in bench.scores.index:
+        row = [variant]
+        for lang in bench.langs:
+            c = bench.answers.get((variant, lang))
+            if c is None:
+                row.append("–")
+                continue
+            top = next((a for a in c.shares if a), "")
+            row.append(f"{top or '–'} {c.top_share:.0%} · H {c.entropy:.2f} · none {c.no_answer:.0%}")
+        rows.append(row)
+    if bench.majority_labels:
+        rows.append(["gold (majority)", *(f"{bench.majority_labels.get(lang, '')} "
+                     f"{bench.gold_shares.get(lang, {}).get(bench.majority_labels.get(lang, ''), 0):.0%}"
+                     for lang in bench.langs)])  # fmt: skip
+    return table(["answers", *bench.langs], rows)
+
+
+def deltas(bench: BenchReport, reference: str) -> list[str]:
+    rows, caveats = [], []
     for variant, cells in bench.deltas[reference].items():
         row = [variant]
         for column in bench.columns:
@@ -54,28 +83,38 @@ def deltas(bench: BenchReport, reference: str) -> list[str]:
                 row.append("–")
                 continue
             mark = " ▲" if d.significant and d.delta > 0 else " ▼" if d.significant else ""
+            if d.caveat:
+                caveats.append(f"{variant}, {column}: {d.caveat}")
+                mark = f" †{len(caveats)}"
             text = f"{_num(d.delta, True)}{mark} [{_num(d.lo, True)}, {_num(d.hi, True)}] n={d.n_items}"
             row.append(f"**{text}**" if d.significant else text)
         rows.append(row)
-    return table([f"variant − {reference}", *bench.columns], rows)
+    notes = [f"†{i} not significant whatever the interval: {c}" for i, c in enumerate(caveats, 1)]
+    return table([f"variant − {reference}", *bench.columns], rows) + [f"- {n}" for n in notes] + ([""] if notes else [])
 
 
 def render(report: Report) -> str:
     lines = [f"# {report.title}", "", f"Generated {report.generated} from {len(report.runs)} complete runs. "
              "Scores x 100; the best value of each column in bold. Deltas in points with paired bootstrap 95 % "
              f"intervals over items (and seeds), {report.iters} replicates; ▲/▼ and bold: the interval "
-             "excludes zero; n = paired items. HTML version with per-item pages: index.html.", ""]  # fmt: skip
+             "excludes zero and neither side is collapsed (†: a side is collapsed; the interval is shown but "
+             "is not evidence); n = paired items. Baselines: chance = 1 / options, majority = the share of the most frequent gold "
+             "label among the evaluated items. HTML version with per-item pages: index.html.", ""]  # fmt: skip
     if report.skipped:
         lines += ["> **Warning: skipped incomplete runs** (not reported):", ">"]
         lines += [f"> - `{s}`" for s in report.skipped] + [""]
     lines += [f"_{note}_" for note in report.notes] + ([""] if report.notes else [])
     for bench in report.benches:
         lines += [f"## {bench.bench} ({bench.metric} x 100)", ""] + scores(bench)
+        if bench.answers:
+            lines += [legend(), "", "### Answers", ""] + answers(bench)
         for reference, name in REFERENCES.items():
             if bench.deltas.get(reference):
                 lines += [f"### Δ against {name} ({reference})", ""] + deltas(bench, reference)
         if bench.plot:
             lines += [f"![{bench.bench} per language]({bench.plot})", ""]
+        if bench.answers_plot:
+            lines += [f"![{bench.bench} predicted answers against gold]({bench.answers_plot})", ""]
     for section, figures in report.figures.items():
         lines += [f"## {section}", ""]
         for f in figures:

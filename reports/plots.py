@@ -150,3 +150,44 @@ def loss_curves(curves: dict[str, tuple[list[int], list[float]]], path: Path) ->
     if len(curves) <= 16:
         ax.legend(fontsize=7, loc="upper right")
     return _save(fig, path)
+
+
+NO_ANSWER_COLOR = "#bdbdbd"
+
+
+def answer_distribution(
+    labels: Sequence[str],
+    panels: dict[str, list[tuple[str, dict[str, float]]]],
+    title: str,
+    path: Path,
+) -> Path:
+    """Predicted answers against the gold labels: one panel per language, one horizontal bar per row
+    (`gold` first, then each variant), split into the share of each label (`labels` order, one color
+    each) and of outputs with no readable answer (grey). `panels`: lang -> [(row name, answer ->
+    share)]; an answer outside `labels` counts as no answer."""
+    cols = min(len(panels), 4) or 1
+    grid_rows = -(-len(panels) // cols) or 1
+    height = max(len(rows) for rows in panels.values()) if panels else 1
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(3.4 * cols + 1.5, (0.32 * height + 0.9) * grid_rows),
+                             squeeze=False, sharex=True)  # fmt: skip
+    colors = plt.get_cmap("tab10").colors
+    for ax, (lang, rows) in zip(axes.flat, panels.items(), strict=False):
+        names = [name for name, _ in rows]
+        y = np.arange(len(rows))[::-1]
+        left = np.zeros(len(rows))
+        for i, label in enumerate([*labels, ""]):
+            widths = np.array([shares.get(label, 0.0) if label else
+                               1.0 - sum(shares.get(lab, 0.0) for lab in labels) for _, shares in rows])  # fmt: skip
+            ax.barh(y, widths, left=left, color=colors[i % len(colors)] if label else NO_ANSWER_COLOR,
+                    label=label or "no answer", edgecolor="white", linewidth=0.5)  # fmt: skip
+            left += widths
+        ax.set_yticks(y, names, fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_title(lang, fontsize=10)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, ncol=min(len(names), 8), loc="lower center",
+               bbox_to_anchor=(0.5, -0.02 - 0.04 * grid_rows), frameon=False)  # fmt: skip
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)

@@ -18,13 +18,23 @@ import os
 import shutil
 import tempfile
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.diagnostics import (
+    CLASSIFICATION,
+    COLLAPSE_SHARE,
+    NO_ANSWER_SHARE,
+    answer_stats,
+    has_answers,
+    majority_label,
+)
 from harness.errors import HarnessError
 from reports import plots
 from reports.runs import RunRecord, load_runs, natural_key, variant_order
@@ -35,7 +45,28 @@ log = logging.getLogger(__name__)
 
 AVG_NON_EN = "avg non-en"
 AVG = "avg"
-REFERENCES = {"vanilla": "vanilla SFT", "none": "the zero-shot base model"}
+REFERENCES = {"vanilla": "vanilla SFT", "none": "the zero-shot base model", "majority": "the majority baseline"}
+# References that are not runs: computed from the gold labels of the evaluated items.
+BASELINE_ROWS = ("chance", "majority")
+# Cell flags, in the order they are shown after a score (the legend of every table).
+FLAGS = {
+    "C": f"collapsed: one answer for >= {COLLAPSE_SHARE:.0%} of the items",
+    "N": f"no answer could be read from >= {NO_ANSWER_SHARE:.0%} of the outputs",
+    "B": "not above the majority baseline: its paired 95 % interval includes zero (or lies below it)",
+}
+
+
+@dataclass
+class CellAnswers:
+    """A variant's answers in one language, over its runs (`harness.diagnostics.AnswerStats` per run)."""
+
+    top_share: float  # mean over runs
+    entropy: float  # mean over runs
+    no_answer: float  # mean over runs
+    collapsed: bool  # in any run: the variant's mean then rests partly on a degenerate model
+    unreadable: bool  # in any run
+    shares: dict[str, float]  # answer ("" = none readable) -> share of the items, pooled over runs
+    runs: int
 
 
 @dataclass
@@ -53,6 +84,39 @@ class BenchReport:
     # reference variant -> variant -> column -> Delta (None: no common item or an incomplete average)
     deltas: dict[str, dict[str, dict[str, Delta | None]]] = field(default_factory=dict)
     plot: str | None = None
+    # Classification cells: "chance" / "majority" x columns (x 100), empty for other benchmarks.
+    baselines: pd.DataFrame = field(default_factory=pd.DataFrame)
+    majority_labels: dict[str, str] = field(default_factory=dict)  # lang -> most frequent gold label
+    gold_shares: dict[str, dict[str, float]] = field(default_factory=dict)  # lang -> label -> share
+    answers: dict[tuple[str, str], CellAnswers] = field(default_factory=dict)  # (variant, lang)
+    answers_plot: str | None = None
+
+    def column_langs(self, column: str) -> list[str]:
+        """The languages a column stands for (one, or those of an average)."""
+        if column == AVG_NON_EN:
+            return [lang for lang in self.langs if lang != "en"]
+        if column == AVG:
+            return list(self.langs)
+        return [column]
+
+    def flags(self, variant: str, column: str) -> str:
+        """The `FLAGS` letters of a cell: collapsed / no answer in any of the column's languages, and not
+        above the majority baseline (the column's paired interval against it)."""
+        if variant in BASELINE_ROWS:
+            return ""
+        cells = [self.answers.get((variant, lang)) for lang in self.column_langs(column)]
+        marks = ""
+        if any(c is not None and c.collapsed for c in cells):
+            marks += "C"
+        if any(c is not None and c.unreadable for c in cells):
+            marks += "N"
+        d = self.deltas.get("majority", {}).get(variant, {}).get(column)
+        if d is not None and not (d.excludes_zero and d.delta > 0):
+            marks += "B"
+        return marks
+
+    def collapsed_in(self, variant: str, langs: list[str]) -> list[str]:
+        return [lang for lang in langs if (c := self.answers.get((variant, lang))) is not None and c.collapsed]
 
 
 @dataclass
@@ -127,17 +191,45 @@ def score_table(sub: pd.DataFrame, langs: list[str], columns: list[str]) -> tupl
 # -- per-item scores and deltas -----------------------------------------------------------------------
 
 
-def item_scores(run: RunRecord, task: str, metric: str) -> dict[str, float]:
-    """Item id -> score x 100 of one run on one task (ids made unique by occurrence)."""
-    scores: dict[str, float] = {}
+def item_values(rows: list[dict[str, Any]], value: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """Item id -> `value(row)` of one run's samples on one task (ids made unique by occurrence; rows
+    whose value is None are left out)."""
+    out: dict[str, Any] = {}
     seen: dict[str, int] = defaultdict(int)
-    for row in run.samples(task):
-        if metric not in row or row[metric] is None:
+    for row in rows:
+        v = value(row)
+        if v is None:
             continue
         key = str(row.get("id"))
         seen[key] += 1
-        scores[key if seen[key] == 1 else f"{key}#{seen[key]}"] = 100.0 * float(row[metric])
-    return scores
+        out[key if seen[key] == 1 else f"{key}#{seen[key]}"] = v
+    return out
+
+
+def item_scores(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
+    """Item id -> score x 100 of one run on one task."""
+    return item_values(rows, lambda r: None if r.get(metric) is None else 100.0 * float(r[metric]))
+
+
+def cell_answers(benchmark: str, runs_rows: list[list[dict[str, Any]]]) -> CellAnswers | None:
+    """The answers of one variant in one language over its runs' samples."""
+    stats = [answer_stats(benchmark, [str(r.get("extracted") or "") for r in rows]) for rows in runs_rows]
+    stats = [st for st in stats if st is not None]
+    if not stats:
+        return None
+    pooled: Counter[str] = Counter()
+    for rows in runs_rows:
+        pooled.update(str(r.get("extracted") or "") for r in rows)
+    total = sum(pooled.values())
+    return CellAnswers(
+        top_share=float(np.mean([st.top_share for st in stats])),
+        entropy=float(np.mean([st.entropy for st in stats])),
+        no_answer=float(np.mean([st.no_answer for st in stats])),
+        collapsed=any(st.collapsed for st in stats),
+        unreadable=any(st.unreadable for st in stats),
+        shares={a: c / total for a, c in sorted(pooled.items(), key=lambda kv: (-kv[1], kv[0]))},
+        runs=len(stats),
+    )
 
 
 def bench_deltas(
@@ -156,12 +248,7 @@ def bench_deltas(
             continue
         row: dict[str, Delta | None] = {}
         for column in bench.columns:
-            if column == AVG_NON_EN:
-                langs = [lang for lang in bench.langs if lang != "en"]
-            elif column == AVG:
-                langs = bench.langs
-            else:
-                langs = [column]
+            langs = bench.column_langs(column)
             sides = []
             for name in (variant, reference):
                 runs = set.intersection(*(set(scores.get((name, lang), {})) for lang in langs))
@@ -172,9 +259,46 @@ def bench_deltas(
                     a, b, _ = align([scores[(variant, lang)][r] for r in sides[0]],
                                     [scores[(reference, lang)][r] for r in sides[1]])  # fmt: skip
                     strata.append((a, b))
-            row[column] = paired_bootstrap(strata, iters=iters, seed=seed) if strata else None
+            d = paired_bootstrap(strata, iters=iters, seed=seed) if strata else None
+            row[column] = None if d is None else replace(d, caveat=degenerate(bench, variant, reference, langs))
         out[variant] = row
     return out
+
+
+def degenerate(bench: BenchReport, variant: str, reference: str, langs: list[str]) -> str:
+    """Why a delta over `langs` must not count as significant: a side collapsed in one of them (the
+    majority baseline is constant by definition and is not a side that can collapse)."""
+    parts = [f"{name} collapsed in {', '.join(where)}" for name in (variant, reference)
+             if (where := bench.collapsed_in(name, langs))]  # fmt: skip
+    return "; ".join(parts)
+
+
+def add_baselines(bench: BenchReport, golds: dict[str, dict[str, str]], benchmark: str,
+                  scores: dict[tuple[str, str], dict[str, dict[str, float]]]) -> None:
+    """Chance and majority rows from the gold labels of the evaluated items (`golds`: lang -> item ->
+    gold), and the majority baseline's per-item scores as a reference for deltas."""
+    from tasks.utils import OPTION_LABELS
+
+    labels = tuple(OPTION_LABELS[benchmark])
+    rows: dict[str, dict[str, float]] = {"chance": {}, "majority": {}}
+    for lang in bench.langs:
+        items = golds.get(lang, {})
+        if not items:
+            continue
+        label, count = majority_label(items.values(), labels)
+        bench.majority_labels[lang] = label
+        counts = Counter(items.values())
+        bench.gold_shares[lang] = {g: counts[g] / len(items) for g in sorted(counts, key=lambda g: (-counts[g], g))}
+        rows["chance"][lang] = 100.0 / len(labels)
+        rows["majority"][lang] = 100.0 * count / len(items)
+        scores[("majority", lang)]["majority"] = {k: 100.0 * (g == label) for k, g in items.items()}
+    table = pd.DataFrame(rows).T.reindex(index=list(BASELINE_ROWS), columns=bench.langs)
+    non_en = [lang for lang in bench.langs if lang != "en"]
+    if AVG_NON_EN in bench.columns:
+        table[AVG_NON_EN] = table[non_en].mean(axis=1, skipna=False)
+    if AVG in bench.columns:
+        table[AVG] = table[bench.langs].mean(axis=1, skipna=False)
+    bench.baselines = table.reindex(columns=bench.columns)
 
 
 def build_benches(runs: list[RunRecord], frame: pd.DataFrame, iters: int, seed: int) -> list[BenchReport]:
@@ -193,17 +317,44 @@ def build_benches(runs: list[RunRecord], frame: pd.DataFrame, iters: int, seed: 
         items = {lang: _count_text(sub[sub.lang == lang].n) for lang in langs}
         metric = str(sub.metric.iloc[0])
         bench = BenchReport(bench_name, metric, langs, columns, scores, spread, seeds, items)
+        benchmark = str(sub.benchmark.iloc[0])
         item_data: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(dict)
+        answer_rows: dict[tuple[str, str], list[list[dict[str, Any]]]] = defaultdict(list)
+        golds: dict[str, dict[str, str]] = defaultdict(dict)
         for row in sub.itertuples():
-            item_data[(row.variant, row.lang)][row.run] = item_scores(by_name[row.run], row.task, row.metric)
+            rows = by_name[row.run].samples(row.task)
+            item_data[(row.variant, row.lang)][row.run] = item_scores(rows, row.metric)
+            if has_answers(benchmark):
+                answer_rows[(row.variant, row.lang)].append(rows)
+                golds[row.lang].update(item_values(rows, lambda r: None if r.get("gold") is None else str(r["gold"])))
+        for key, runs_rows in answer_rows.items():
+            if (cell := cell_answers(benchmark, runs_rows)) is not None:
+                bench.answers[key] = cell
+        if has_answers(benchmark) and benchmark in CLASSIFICATION:
+            add_baselines(bench, golds, benchmark, item_data)
         for reference in REFERENCES:
-            if reference in scores.index:
+            if reference in scores.index or (reference == "majority" and not bench.baselines.empty):
                 bench.deltas[reference] = bench_deltas(bench, item_data, reference, iters, seed)
         benches.append(bench)
     return benches
 
 
 # -- figures ------------------------------------------------------------------------------------------
+
+
+def answers_figure(bench: BenchReport, out: Path) -> str:
+    """Predicted-answer distribution of every variant against the gold distribution, per language."""
+    from tasks.utils import OPTION_LABELS
+
+    benchmark = bench.bench.split("_")[0]
+    panels = {}
+    for lang in bench.langs:
+        rows = [("gold", bench.gold_shares.get(lang, {}))]
+        rows += [(v, bench.answers[(v, lang)].shares) for v in bench.scores.index if (v, lang) in bench.answers]
+        panels[lang] = rows
+    path = plots.answer_distribution(OPTION_LABELS[benchmark], panels, f"{bench.bench}: predicted answers against gold",
+                                     out / "plots" / f"answers_{bench.bench}.png")  # fmt: skip
+    return str(path.relative_to(out))
 
 
 def _safe(name: str) -> str:
@@ -376,6 +527,8 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
         path = plots.language_bars(bench.langs, series, f"{bench.bench} ({bench.metric} x 100)",
                                    f"{bench.metric} x 100", out / "plots" / f"bars_{bench.bench}.png")  # fmt: skip
         bench.plot = str(path.relative_to(out))
+        if bench.gold_shares:
+            bench.answers_plot = answers_figure(bench, out)
     if not frame.empty:
         figures.update(cc_figures(runs, frame, benches, out))
     loss = loss_figure(runs, out)
@@ -383,6 +536,8 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
         figures["training loss"].append(loss)
     notes = []
     for reference, name in REFERENCES.items():
+        if reference in BASELINE_ROWS:
+            continue
         if benches and not any(reference in b.deltas for b in benches):
             notes.append(f"no '{reference}' run among the reports' runs: no deltas against {name}")
     rank = {v: i for i, v in enumerate(variant_order([r.variant for r in runs]))}
@@ -399,17 +554,30 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
 
 
 def write_csv(report: Report, out: Path) -> list[Path]:
-    """`scores.csv` (variant x benchmark x column) and `deltas.csv` (with intervals and item counts)."""
+    """`scores.csv` (variant x benchmark x column, baseline rows included, with the cell's flags and answer
+    statistics) and `deltas.csv` (with intervals, item counts and why a delta is not significant)."""
     from harness.io import atomic_write_text
 
     score_rows, delta_rows = [], []
     for bench in report.benches:
+        for name in BASELINE_ROWS if not bench.baselines.empty else ():
+            for column in bench.columns:
+                value = bench.baselines.loc[name, column]
+                score_rows.append({"bench": bench.bench, "metric": bench.metric, "variant": name, "column": column,
+                                   "score": None if pd.isna(value) else round(float(value), 4), "seeds": 0})  # fmt: skip
         for variant in bench.scores.index:
             for column in bench.columns:
                 value = bench.scores.loc[variant, column]
+                flags = bench.flags(variant, column)
+                cell = bench.answers.get((variant, column))
                 score_rows.append({"bench": bench.bench, "metric": bench.metric, "variant": variant,
                                    "column": column, "score": None if pd.isna(value) else round(float(value), 4),
-                                   "seeds": bench.seeds.get(variant, 0)})  # fmt: skip
+                                   "seeds": bench.seeds.get(variant, 0), "flags": flags,
+                                   "collapsed": "C" in flags, "no_answer_flag": "N" in flags,
+                                   "not_above_majority": "B" in flags,
+                                   "top_share": None if cell is None else round(cell.top_share, 4),
+                                   "entropy": None if cell is None else round(cell.entropy, 4),
+                                   "no_answer": None if cell is None else round(cell.no_answer, 4)})  # fmt: skip
         for reference, rows in bench.deltas.items():
             for variant, cells in rows.items():
                 for column, d in cells.items():
@@ -418,6 +586,7 @@ def write_csv(report: Report, out: Path) -> list[Path]:
                     delta_rows.append({"bench": bench.bench, "reference": reference, "variant": variant,
                                        "column": column, "delta": round(d.delta, 4), "ci_lo": round(d.lo, 4),
                                        "ci_hi": round(d.hi, 4), "significant": d.significant,
+                                       "excludes_zero": d.excludes_zero, "caveat": d.caveat,
                                        "items": d.n_items, "seeds": d.seeds_a, "seeds_reference": d.seeds_b})  # fmt: skip
     paths = [out / "scores.csv", out / "deltas.csv"]
     atomic_write_text(paths[0], pd.DataFrame(score_rows).to_csv(index=False))

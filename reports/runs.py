@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from harness.diagnostics import cell_diagnostics
 from harness.errors import HarnessError
 from harness.store import find_runs, read_status
 
@@ -61,6 +62,14 @@ class RunRecord:
 
     def result(self, task: str) -> dict[str, Any]:
         return json.loads((self.dir / "results" / f"{task}.json").read_text(encoding="utf-8"))
+
+    def diagnostics(self, task: str) -> dict[str, Any]:
+        """The cell's baselines and answer statistics (`harness.diagnostics.cell_diagnostics`): as stored
+        with the result, or computed from the samples for results stored before they were."""
+        result = self.result(task)
+        if "diagnostics" in result or not result.get("protocol"):
+            return result.get("diagnostics") or {}
+        return cell_diagnostics(result["benchmark"], self.samples(task))
 
     def samples(self, task: str) -> list[dict[str, Any]]:
         path = self.dir / "samples" / f"{task}.jsonl"

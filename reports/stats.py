@@ -44,11 +44,18 @@ class Delta:
     n_items: int  # items over all strata
     seeds_a: int
     seeds_b: int
+    # Why the interval must not be read as evidence ("hi: cc collapsed"): a delta between cells where a
+    # model gives one answer for (nearly) every item measures the gold share of that answer, not skill.
+    caveat: str = ""
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.lo > 0 or self.hi < 0
 
     @property
     def significant(self) -> bool:
-        """The interval excludes zero."""
-        return self.lo > 0 or self.hi < 0
+        """The interval excludes zero and no side of the comparison is degenerate (`caveat`)."""
+        return self.excludes_zero and not self.caveat
 
 
 def seed_weights(rng: np.random.Generator, seeds: int, iters: int) -> np.ndarray:

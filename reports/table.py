@@ -23,12 +23,21 @@ COLUMNS = [
     "task",
     "seed",
     "variant",
+    "chance",
+    "majority",
+    "top_answer",
+    "top_share",
+    "entropy",
+    "no_answer",
+    "collapsed",
+    "unreadable",
 ]
 
 
 def load_frame(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """One row per run x task with the task's primary metric (x 100), the run's seed and its variant
-    label (`reports.runs.variant_labels`). Runs that are not complete are left out and returned as the
+    label (`reports.runs.variant_labels`), the cell's baselines (x 100) and answer statistics
+    (`harness.diagnostics`; empty where the task has none). Runs that are not complete are left out and returned as the
     second value, so callers can warn about them."""
     runs, skipped = load_runs(paths)
     return frame_of(runs), skipped
@@ -42,13 +51,23 @@ def frame_of(runs: list[RunRecord]) -> pd.DataFrame:
             res = run.result(task)
             metric = res["primary_metric"]
             value = res["metrics"].get(metric)
+            diag = run.diagnostics(task)
+            base, answers = diag.get("baselines") or {}, diag.get("answers") or {}
             rows.append({
                 "run": run.name, "method": run.method, "benchmark": res["benchmark"],
                 "protocol": res["protocol"], "lang": res["lang"] or "-", "metric": metric,
                 "value": None if value is None else 100.0 * value, "n": res["n"], "task": task,
                 "seed": run.seed, "variant": run.variant,
+                "chance": _pct(base.get("chance")), "majority": _pct(base.get("majority")),
+                "top_answer": answers.get("top_answer"), "top_share": answers.get("top_share"),
+                "entropy": answers.get("entropy"), "no_answer": answers.get("no_answer"),
+                "collapsed": answers.get("collapsed"), "unreadable": answers.get("unreadable"),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
 
 
 def language_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -105,7 +105,7 @@ def test_eval_subcommand_on_a_checkpoint(tmp_path: Path, tiny_dir: Path, capsys)
                  "--output", str(tmp_path / "runs")])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "sib200_mc" in out and "items per cell" in out
+    assert "sib200_mc (acc x 100)" in out and "\nmajority " in out and "\nchance " in out and "\nitems " in out
     (run,) = list((tmp_path / "runs").iterdir())
     assert run.name.startswith("none-") and (run / "results" / "sib200_mc_sw.json").is_file()
 

@@ -1,0 +1,70 @@
+"""The tables `harness run`, `harness eval` and `harness report` print: per benchmark, the baseline rows
+(chance, majority), every variant's scores with their flags, the most frequent answers, and the deltas
+with their intervals, as in the report (`reports.report.build_benches`), in plain text."""
+
+from __future__ import annotations
+
+import math
+
+from tabulate import tabulate
+
+from reports.report import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from reports.stats import Delta
+
+
+def _num(value: float, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def _delta(d: Delta | None) -> str:
+    if d is None:
+        return "-"
+    mark = " ▲" if d.significant and d.delta > 0 else " ▼" if d.significant else " †" if d.caveat else ""
+    return f"{_num(d.delta, True)}{mark} [{_num(d.lo, True)}, {_num(d.hi, True)}]"
+
+
+def bench_text(bench: BenchReport) -> list[str]:
+    head = ["", *bench.columns]
+    rows = []
+    for name in BASELINE_ROWS if not bench.baselines.empty else ():
+        rows.append([name, *(_num(bench.baselines.loc[name, c]) for c in bench.columns)])
+    for variant in bench.scores.index:
+        rows.append([variant, *(f"{_num(bench.scores.loc[variant, c])} {bench.flags(variant, c)}".rstrip()
+                                for c in bench.columns)])  # fmt: skip
+    rows.append(["items", *(bench.items.get(c, "") for c in bench.columns)])
+    lines = [f"{bench.bench} ({bench.metric} x 100)", tabulate(rows, head, disable_numparse=True), ""]
+    if bench.answers:
+        answers = []
+        for variant in bench.scores.index:
+            cells = []
+            for lang in bench.langs:
+                c = bench.answers.get((variant, lang))
+                top = "" if c is None else next((a for a in c.shares if a), "-")
+                cells.append("-" if c is None else f"{top} {c.top_share:.0%}, no answer {c.no_answer:.0%}")
+            answers.append([variant, *cells])
+        lines += ["most frequent answer and its share; share of outputs with no readable answer",
+                  tabulate(answers, ["", *bench.langs], disable_numparse=True), ""]  # fmt: skip
+    for reference, name in REFERENCES.items():
+        cells = bench.deltas.get(reference)
+        if not cells:
+            continue
+        rows = [[variant, *(_delta(row.get(c)) for c in bench.columns)] for variant, row in cells.items()]
+        lines += [f"delta against {name} (paired bootstrap 95 % interval; ▲/▼ significant, † a side collapsed)",
+                  tabulate(rows, [f"- {reference}", *bench.columns], disable_numparse=True), ""]  # fmt: skip
+        caveats = sorted({d.caveat for row in cells.values() for d in row.values() if d is not None and d.caveat})
+        lines += [f"  † not significant whatever the interval: {c}" for c in caveats]
+        if caveats:
+            lines.append("")
+    return lines
+
+
+def render(benches: list[BenchReport]) -> str:
+    """All benchmarks' tables and the legend of the flags."""
+    if not benches:
+        return "no results"
+    lines = [line for bench in benches for line in bench_text(bench)]
+    if any(b.answers for b in benches):
+        lines += ["flags: " + "; ".join(f"{k} {v}" for k, v in FLAGS.items())]
+    return "\n".join(lines).rstrip()
