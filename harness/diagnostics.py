@@ -120,8 +120,8 @@ def answer_stats(benchmark: str, answers: list[str]) -> AnswerStats | None:
     top, top_count = readable.most_common(1)[0] if readable else ("", 0)
     possible = len(OPTION_LABELS[benchmark]) if benchmark in CLASSIFICATION else max(sum(readable.values()), 1)
     total = sum(readable.values())
-    entropy = -sum(c / total * math.log(c / total) for c in readable.values()) if total else 0.0
-    normalised = entropy / math.log(possible) if possible > 1 else 0.0
+    entropy = sum(c / total * math.log(total / c) for c in readable.values()) if total else 0.0
+    normalised = entropy / math.log(possible) if possible > 1 else 0.0  # >= 0: no "-0.00" for one answer
     ordered = dict(sorted(readable.items(), key=lambda kv: (-kv[1], kv[0])))
     return AnswerStats(n, top, top_count / n, normalised, (n - total) / n, ordered)
 

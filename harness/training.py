@@ -55,14 +55,37 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "training settings") -> TrainSettings:
-        names = {f.name for f in fields(cls)}
+        defaults = {f.name: f.default for f in fields(cls)}
         for key in values:
-            if key not in names:
-                raise unknown("training setting", key, names, where)
-        return cls(**values)
+            if key not in defaults:
+                raise unknown("training setting", key, defaults, where)
+        return cls(**{key: _typed(key, value, defaults[key], where) for key, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _typed(key: str, value: Any, default: Any, where: str) -> Any:
+    """`value` as the type of the setting's default. Numbers may come as text: YAML 1.1 (PyYAML, so
+    `--set` and config files) reads `3e-4` as a string, since its floats need a dot (`3.0e-4`)."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif not isinstance(value, bool):
+        try:
+            number = float(value)
+            if kind is float:
+                return number
+            if number == int(number):
+                return int(number)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    names = {bool: "true or false", str: "text", int: "a whole number", float: "a number"}
+    raise HarnessError(f"training setting {key}={value!r} in {where}: expected {names[kind]} (default: {default})")
 
 
 # The paper's setting targets 7-8B models on GPUs; the CPU profile makes the default model learn in

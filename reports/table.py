@@ -86,6 +86,30 @@ def language_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.round(1)
 
 
+def flagged_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """`language_table` as text cells with the C / N flags of each cell, and per benchmark the chance and
+    majority rows (means over the runs' evaluated items, which are the same items for every run)."""
+    table = language_table(frame)
+    if table.empty:
+        return table
+    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
+    marks = frame.assign(flags=frame.collapsed.map({True: "C"}).fillna("") + frame.unreadable.map({True: "N"}).fillna(""))
+    flags = marks.pivot_table(index=["bench", "metric", "method", "run"], columns="lang", values="flags", aggfunc="first")
+    langs = [c for c in table.columns if c in flags.columns]
+    text = table.map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    for lang in langs:
+        text[lang] = (text[lang] + " " + flags[lang].reindex(text.index).fillna("")).str.strip()
+    rows = []
+    for bench, sub in text.reset_index().groupby("bench", sort=False):
+        for name in ("chance", "majority"):
+            values = frame[frame.bench == bench].groupby("lang")[name].mean()
+            if values.notna().any():
+                rows.append({"bench": bench, "metric": sub.metric.iloc[0], "method": f"_{name}_", "run": "",
+                             **{lang: f"{values[lang]:.1f}" for lang in values.index if pd.notna(values[lang])}})  # fmt: skip
+        rows.extend(sub.to_dict("records"))
+    return pd.DataFrame(rows, columns=["bench", "metric", "method", "run", *table.columns]).fillna("")
+
+
 def counts_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Item counts behind each cell (benchmark x language)."""
     if frame.empty:
@@ -99,12 +123,15 @@ def write_tables(frame: pd.DataFrame, out: Path, skipped: list[str]) -> list[Pat
     from harness.io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    table = language_table(frame)
-    md = ["# Per-language results", "", "Scores x 100 (accuracy, or ROUGE-L F1 for xlsum).", ""]
+    table = flagged_table(frame)
+    md = ["# Per-language results", "", "Scores x 100 (accuracy, or ROUGE-L F1 for xlsum), one row per run; "
+          "the chance and majority rows of each classification benchmark come from the gold labels of the "
+          "evaluated items. C: collapsed (one answer for >= 80 % of the items); N: no answer could be read from "
+          ">= 20 % of the outputs. index.md adds B (not above the majority baseline) and the deltas.", ""]  # fmt: skip
     if skipped:
         md += ["**Skipped (not complete):** " + ", ".join(skipped), ""]
     if not table.empty:
-        md += [table.reset_index().to_markdown(index=False, floatfmt=".1f"), "", "## Items per cell", ""]
+        md += [table.to_markdown(index=False, disable_numparse=True), "", "## Items per cell", ""]
         md += [counts_table(frame).reset_index().to_markdown(index=False), ""]
     paths = [out / "results.md", out / "results.csv"]
     atomic_write_text(paths[0], "\n".join(md))

@@ -59,6 +59,25 @@ def test_training_settings_reject_unknown_keys() -> None:
         resolve_settings("gpu", {})
 
 
+def test_training_settings_take_numbers_written_as_yaml_reads_them() -> None:
+    """`--set learning_rate=3e-4` reaches the settings as the string '3e-4' (YAML 1.1 floats need a dot);
+    it once went on to the optimizer and failed in torch with a traceback after data preparation."""
+    from harness.cli import _pairs
+
+    settings = resolve_settings("cpu", _pairs(["learning_rate=3e-4", "epochs=4", "max_steps=10", "bf16=false"], "--set"))
+    assert (settings.learning_rate, settings.epochs, settings.max_steps, settings.bf16) == (3e-4, 4.0, 10, False)
+    assert isinstance(settings.epochs, float) and isinstance(settings.max_steps, int)
+    for value, message in (("learning_rate=fast", "training setting learning_rate='fast' in --set / config: "
+                            "expected a number (default: 1e-05)"),
+                           ("max_steps=2.5", "training setting max_steps=2.5 in --set / config: expected a whole "
+                            "number (default: -1)"),
+                           ("bf16=maybe", "training setting bf16='maybe' in --set / config: expected true or false "
+                            "(default: True)")):  # fmt: skip
+        with pytest.raises(HarnessError) as e:
+            resolve_settings("cpu", _pairs([value], "--set"))
+        assert str(e.value) == message
+
+
 def test_pad_collate_pads_right_and_masks_labels() -> None:
     batch = pad_collate(0)([
         {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "rst": 0},

@@ -163,7 +163,7 @@ def test_console_table_shows_baselines_flags_and_caveats(store: Path) -> None:
     vanilla = next(line for line in lines if line.startswith("vanilla ") and "%" not in line)
     assert "15.0 CB" in vanilla
     assert "† not significant whatever the interval: cc collapsed in hi; vanilla collapsed in hi" in text
-    assert "travel 100%, no answer 0%" in text and "flags: C collapsed" in text
+    assert "travel 100%" in text and "science/technology 25% ∅75%" in text and "flags: C collapsed" in text
     assert "▲" not in next(line for line in lines if line.startswith("cc ") and "[" in line).split()[1]
 
 
@@ -181,6 +181,10 @@ def test_csv_markdown_and_html_carry_the_flags(store: Path, tmp_path: Path) -> N
     results = list(csv.DictReader((out / "results.csv").open()))
     row = next(r for r in results if r["method"] == "cc" and r["lang"] == "sw")
     assert (row["collapsed"], row["top_answer"], float(row["majority"])) == ("True", SCITECH, pytest.approx(50.0))
+
+    per_run = (out / "results.md").read_text()
+    vanilla = next(line for line in per_run.splitlines() if "| vanilla " in line)
+    assert "| 75.0 " in vanilla and "| 15.0 C " in vanilla and "| _majority_ |" in per_run
 
     md = (out / "index.md").read_text()
     assert "| _majority_ |" in md and "| _chance_ |" in md and "15.0 CB" in md
