@@ -41,9 +41,8 @@ def bench_text(bench: BenchReport) -> list[str]:
             cells = []
             for lang in bench.langs:
                 c = bench.answers.get((variant, lang))
-                top = "" if c is None else next((a for a in c.shares if a), "-")
                 none = f" ∅{c.no_answer:.0%}" if c is not None and c.no_answer else ""
-                cells.append("-" if c is None else f"{top} {c.top_share:.0%}{none}")
+                cells.append("-" if c is None else f"{c.top_answer or '-'} {c.top_share:.0%}{none}")
             answers.append([variant, *cells])
         lines += ["most frequent answer and its share of the items (∅: share of outputs with no readable answer)",
                   tabulate(answers, ["", *bench.langs], disable_numparse=True), ""]  # fmt: skip

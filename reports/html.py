@@ -212,17 +212,13 @@ def answers_table(bench: BenchReport) -> str:
             if c is None:
                 cells.append("<td>–</td>")
                 continue
-            top = next((a for a in c.shares if a), "–")
             state = ' class="degenerate"' if c.collapsed else ""
-            cells.append(f"<td{state}><code>{esc(top)}</code> {c.top_share:.0%}"
+            cells.append(f"<td{state}><code>{esc(c.top_answer or '–')}</code> {c.top_share:.0%}"
                          f'<span class="ci">entropy {c.entropy:.2f} · no answer {c.no_answer:.0%}</span></td>')  # fmt: skip
         rows.append(f'<tr><td class="name">{esc(variant)}</td>{"".join(cells)}</tr>')
     if bench.majority_labels:
-        gold = "".join(
-            f"<td><code>{esc(bench.majority_labels.get(lang, ''))}</code> "
-            f"{bench.gold_shares.get(lang, {}).get(bench.majority_labels.get(lang, ''), 0):.0%}</td>"
-            for lang in bench.langs
-        )
+        gold = "".join(f"<td><code>{esc(label)}</code> {share:.0%}</td>"
+                       for label, share in map(bench.gold_majority, bench.langs))  # fmt: skip
         rows.append(f'<tr class="baseline"><td class="name">gold (majority label)</td>{gold}</tr>')
     head = "".join(f"<th>{esc(lang)}</th>" for lang in bench.langs)
     return (f'<table class="answers"><thead><tr><th class="name">most frequent answer</th>{head}</tr></thead>'

@@ -63,13 +63,10 @@ def answers(bench: BenchReport) -> list[str]:
             if c is None:
                 row.append("–")
                 continue
-            top = next((a for a in c.shares if a), "")
-            row.append(f"{top or '–'} {c.top_share:.0%} · H {c.entropy:.2f} · none {c.no_answer:.0%}")
+            row.append(f"{c.top_answer or '–'} {c.top_share:.0%} · H {c.entropy:.2f} · none {c.no_answer:.0%}")
         rows.append(row)
     if bench.majority_labels:
-        rows.append(["gold (majority)", *(f"{bench.majority_labels.get(lang, '')} "
-                     f"{bench.gold_shares.get(lang, {}).get(bench.majority_labels.get(lang, ''), 0):.0%}"
-                     for lang in bench.langs)])  # fmt: skip
+        rows.append(["gold (majority)", *(f"{label} {share:.0%}" for label, share in map(bench.gold_majority, bench.langs))])
     return table(["answers", *bench.langs], rows)
 
 

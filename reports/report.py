@@ -68,6 +68,11 @@ class CellAnswers:
     shares: dict[str, float]  # answer ("" = none readable) -> share of the items, pooled over runs
     runs: int
 
+    @property
+    def top_answer(self) -> str:
+        """The most frequent readable answer over the runs ("" when none could be read)."""
+        return next((a for a in self.shares if a), "")
+
 
 @dataclass
 class BenchReport:
@@ -114,6 +119,11 @@ class BenchReport:
         if d is not None and not (d.excludes_zero and d.delta > 0):
             marks += "B"
         return marks
+
+    def gold_majority(self, lang: str) -> tuple[str, float]:
+        """The most frequent gold label of a language's evaluated items and its share."""
+        label = self.majority_labels.get(lang, "")
+        return label, self.gold_shares.get(lang, {}).get(label, 0.0)
 
     def collapsed_in(self, variant: str, langs: list[str]) -> list[str]:
         return [lang for lang in langs if (c := self.answers.get((variant, lang))) is not None and c.collapsed]

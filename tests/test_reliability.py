@@ -40,13 +40,20 @@ def run_args(tiny_dir: Path, train_file: Path, out: Path, method: str = "vanilla
     ]  # fmt: skip
 
 
+def _default_sigint() -> None:
+    """A shell starts background commands with SIGINT ignored (`cmd &` without job control, as a CI job or
+    `nohup` may run the suite), children inherit that, and Python then installs no Ctrl-C handler: the
+    interrupt fault's SIGINT would do nothing. The harness run gets SIGINT as a terminal gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def harness(*args: str, fault: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("HARNESS_FAULT", None)
     if fault:
         env["HARNESS_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          env=env)  # fmt: skip
+                          env=env, preexec_fn=_default_sigint)  # fmt: skip
 
 
 def only_run(out: Path) -> Path:
