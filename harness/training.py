@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from harness import distributed, faults
 from harness.chat import encode_example
+from harness.config import typed_like
 from harness.data import Example
 from harness.errors import HarnessError, unknown
 from harness.io import atomic_write_text
@@ -66,26 +67,10 @@ class TrainSettings:
 
 
 def _typed(key: str, value: Any, default: Any, where: str) -> Any:
-    """`value` as the type of the setting's default. Numbers may come as text: YAML 1.1 (PyYAML, so
-    `--set` and config files) reads `3e-4` as a string, since its floats need a dot (`3.0e-4`)."""
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    elif not isinstance(value, bool):
-        try:
-            number = float(value)
-            if kind is float:
-                return number
-            if number == int(number):
-                return int(number)
-        except (TypeError, ValueError, OverflowError):
-            pass
-    names = {bool: "true or false", str: "text", int: "a whole number", float: "a number"}
-    raise HarnessError(f"training setting {key}={value!r} in {where}: expected {names[kind]} (default: {default})")
+    try:
+        return typed_like(value, default)
+    except ValueError as e:
+        raise HarnessError(f"training setting {key}={value!r} in {where}: expected {e} (default: {default})") from None
 
 
 # The paper's setting targets 7-8B models on GPUs; the CPU profile makes the default model learn in

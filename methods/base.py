@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.config import typed_like
 from harness.data import Example
 from harness.errors import HarnessError, unknown
 from harness.registry import Registry
@@ -46,13 +47,13 @@ class Method:
                 valid = list(cls.defaults) or ["(this method has no options)"]
                 raise unknown(f"option for method '{cls.name}'", key, valid)
             default = cls.defaults[key]
-            if default is not None and not isinstance(value, type(default)):
-                if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
-                else:
+            if default is not None:
+                try:
+                    value = typed_like(value, default)
+                except ValueError:
                     raise HarnessError(
                         f"option {key}={value!r} of method '{cls.name}' must be {type(default).__name__}"
-                    )
+                    ) from None
             resolved[key] = value
         return resolved
 

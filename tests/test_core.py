@@ -76,6 +76,11 @@ def test_training_settings_take_numbers_written_as_yaml_reads_them() -> None:
         with pytest.raises(HarnessError) as e:
             resolve_settings("cpu", _pairs([value], "--set"))
         assert str(e.value) == message
+    # method options the same way (`--method-opt wt_samples=1e3`)
+    from methods import METHODS
+
+    options = METHODS.get("cc").resolve_options(_pairs(["wt_samples=1e3", "dm_tau=5e-1"], "--method-opt"))
+    assert (options["wt_samples"], options["dm_tau"]) == (1000, 0.5) and isinstance(options["wt_samples"], int)
 
 
 def test_pad_collate_pads_right_and_masks_labels() -> None:
