@@ -131,6 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cls.resolve_options(method_opts)  # raises the error naming the unknown option
         opts = cls.resolve_options({k: val for k, val in method_opts.items() if k in cls.defaults})
         opts = {k: val for k, val in opts.items() if k in method_opts}  # the id holds what was chosen
+        cls(**opts).check_settings(settings)  # option values and their fit with the training settings
         for seed in seeds:
             configs.append(RunConfig(
                 method=method, model=v["model"], method_options=opts, recipe=v["recipe"],

@@ -38,7 +38,7 @@ def typed_like(value: Any, default: Any) -> Any:
 # fitted after training (CC-Tuning's W_T) or how the checkpoint is evaluated. A run that differs from
 # another only in these shares that run's trained model (`RunConfig.training_config`).
 EVAL_TIME_OPTIONS: dict[str, frozenset[str]] = {
-    "cc": frozenset({"wt_samples", "wt_source", "wt_per_language", "use_wt", "eval_gumbel"}),
+    "cc": frozenset({"wt_samples", "wt_source", "wt_per_language", "use_wt", "eval_gumbel", "eval_seed"}),
 }
 
 

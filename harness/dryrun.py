@@ -317,6 +317,14 @@ def plan_lines(
             f"tokenizer: {first.model} {tokenizer}: token counts and examples over the cutoff skipped"
         )
         tokenizer = None
+    seen_methods: set[str] = set()
+    for cfg in training:
+        method = METHODS.get(cfg.method)(**cfg.method_options)
+        method.check_settings(settings)
+        for note in method.plan_notes(settings, tokenizer):
+            if note not in seen_methods:
+                seen_methods.add(note)
+                lines.append(note)
     n_train = len(examples)
     tokens_line = (f"tokens per optimizer step: at most {_int(settings.batch_size * settings.max_length)} "
                    f"(batch {settings.batch_size} x cutoff {settings.max_length}); per device and micro-batch at "

@@ -161,6 +161,7 @@ def refit_transform(cfg: RunConfig, method, model_dir: Path, source_dir: Path) -
         per_language=method.options["wt_per_language"],
         source=method.options["wt_source"],
         batch_size=TrainSettings.from_dict(cfg.train).per_device_batch_size,
+        rst=trained.options.get("rst", "last"),  # as the model was trained
     )
     weights = CCWeights(
         decision_maker=trained.decision_maker,

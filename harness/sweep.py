@@ -201,7 +201,9 @@ def _block_runs(values: dict[str, Any], where: str) -> list[SweepRun]:
         for opts, settings in itertools.product(_product(own), _product(set_axes)):
             try:
                 resolved = cls.resolve_options(opts)
-                train = resolve_settings(point["profile"], settings).to_dict()
+                train_settings = resolve_settings(point["profile"], settings)
+                cls(**opts).check_settings(train_settings)
+                train = train_settings.to_dict()
             except HarnessError as e:
                 raise HarnessError(f"{where}: {e}") from None
             chosen = {k: resolved[k] for k in opts if resolved[k] != cls.defaults[k]}

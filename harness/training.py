@@ -53,6 +53,10 @@ class TrainSettings:
     logging_steps: int = 5
     save_steps: int = 100
     max_steps: int = -1  # > 0 overrides epochs (for smoke tests)
+    # recompute each decoder layer's activations in the backward pass instead of storing them, as the
+    # paper's runs did (LLaMA-Factory's default); re-entrant (torch's `use_reentrant=True`) as there
+    gradient_checkpointing: bool = True
+    gradient_checkpointing_reentrant: bool = True
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "training settings") -> TrainSettings:
@@ -74,13 +78,15 @@ def _typed(key: str, value: Any, default: Any, where: str) -> Any:
 
 
 # The paper's setting targets 7-8B models on GPUs; the CPU profile makes the default model learn in
-# minutes on 2 cores: two epochs, a higher learning rate for a 135M model, and a 512-token cutoff
+# minutes on 2 cores: two epochs, a higher learning rate for a 135M model, no gradient checkpointing (a
+# 135M model's activations fit; bench/RESULTS.md has its cost), and a 512-token cutoff
 # (the English-centric tokenizer needs ~190 tokens for a Hindi SIB-200 prompt and ~370 for a Telugu
 # one, against ~90 for English: a shorter cutoff silently drops whole languages). Dropped and truncated
 # examples are counted per language in the run's data stats.
 PROFILES: dict[str, TrainSettings] = {
     "paper": TrainSettings(),
-    "cpu": TrainSettings(epochs=2.0, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, max_length=512),
+    "cpu": TrainSettings(epochs=2.0, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, max_length=512,
+                         gradient_checkpointing=False),
 }
 
 
@@ -193,6 +199,23 @@ def apply_lora(model, settings: TrainSettings, modules_to_save: list[str] | None
     return get_peft_model(model, config)
 
 
+def enable_gradient_checkpointing(model, use_reentrant: bool = True) -> None:
+    """Gradient checkpointing of a transformers model's decoder layers (`activation_checkpointing_enable`,
+    or its older name), re-entrant or not; the input embeddings' output requires grad, so that frozen
+    embeddings (LoRA) still pass the gradient into re-entrant checkpoints."""
+    kwargs = {"use_reentrant": use_reentrant}
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    try:
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    except ValueError as e:  # transformers: "X does not support activation checkpointing"
+        raise HarnessError(f"gradient_checkpointing=true: {e}; train with --set gradient_checkpointing=false") from None
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+
+
 def load_for_training(ctx: TrainContext):
     """The base model's tokenizer and model, wrapped with LoRA adapters when the settings ask for them."""
     from harness.models import load_model, load_tokenizer
@@ -295,6 +318,8 @@ def training_arguments(ctx: TrainContext, world_size: int = 1):
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
         report_to="none",
+        # checkpointed layers run their forward twice: DDP must not look for unused parameters
+        ddp_find_unused_parameters=False if s.gradient_checkpointing else None,
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
@@ -320,6 +345,8 @@ def run_trainer(
     from transformers import Trainer
 
     trainer_cls = trainer_cls or Trainer
+    if ctx.settings.gradient_checkpointing:  # here, not by the Trainer: a method's own model may wrap it
+        enable_gradient_checkpointing(model, ctx.settings.gradient_checkpointing_reentrant)
     args = training_arguments(ctx, world_size=distributed.world_size())
     trainer = trainer_cls(
         model=model,

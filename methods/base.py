@@ -14,7 +14,7 @@ from harness.config import typed_like
 from harness.data import Example
 from harness.errors import HarnessError, unknown
 from harness.registry import Registry
-from harness.training import TrainContext
+from harness.training import TrainContext, TrainSettings
 
 METHODS: Registry[type[Method]] = Registry("method")
 
@@ -65,6 +65,13 @@ class Method:
                         f"training example {ex.id} ({ex.lang}) has no instruction_en; method '{self.name}' "
                         "needs the English parallel of every instruction (use a parallel recipe such as mini-parallel)"
                     )
+
+    def check_settings(self, settings: TrainSettings) -> None:
+        """Refuse, with one line, training settings this method cannot honour (checked before any work)."""
+
+    def plan_notes(self, settings: TrainSettings, tokenizer=None) -> list[str]:
+        """Lines the dry-run plan prints about this method's choices (`tokenizer`: None when not at hand)."""
+        return []
 
     def prepare_examples(self, examples: list[Example], ctx: TrainContext) -> list[Example]:
         """The examples actually trained on (data-level baselines augment here)."""

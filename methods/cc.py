@@ -13,15 +13,27 @@ the response-only next-token cross-entropy of that fused pass. After training a 
 inference needs no translation. `cc.safetensors` next to the checkpoint holds W_DM and W_T, and
 `<run_dir>/cc_artifacts.json` the layer-choice histograms and the W_T fit for the report.
 
-Where this differs from the authors' code (each deliberate, see METHOD.md **[ours]**):
-- the RST is `len(templated prompt ids) - 1` for any chat template (theirs: special-token counting for
-  three model families), and the layers and feed-forward blocks are found by hooks on any decoder-only
-  model (for Gemma 2/3 the feed-forward output is that of `post_feedforward_layernorm`, which is what
-  enters the residual stream);
+English-pass gradient (`detach_english`, default true). The authors' code has no `no_grad` around the
+English pass, but their shipped configuration trains with LLaMA-Factory's gradient checkpointing,
+re-entrant: each checkpointed layer's first forward runs under `no_grad`, so the captured English
+activations carry no gradient and nothing flows back into the English pass in the runs behind the paper's
+table (the Decision Maker still learns: its input embedding and the fused pass are outside that). The
+default reproduces those runs, and is the cheaper path. `detach_english=false` is the variant the
+paper's text suggests: gradients through the English pass; it needs `gradient_checkpointing=false` or
+`gradient_checkpointing_reentrant=false` (refused otherwise, since re-entrant checkpointing would
+silently drop them). `tests/test_cc.py` shows which parameters receive gradient in each mode.
+
+RST (`rst`, default "last"): the last prompt token, the position whose output is the first response
+token, for any chat template (and our plain template for a base model without one). `rst=authors` takes
+the authors' token per family (`harness.chat.AUTHORS_RST`: Qwen2 `assistant`, Mistral the token before
+`[/INST]`, Llama-3 the last token as ours); the paper configs for Qwen2.5-7B and Mistral-7B-v0.3 use it.
+
+Where this differs from the authors' code otherwise (each deliberate, see METHOD.md **[ours]**):
+- the RST is located for any chat template (theirs: special-token counting for three model families),
+  and the layers and feed-forward blocks are found by hooks on any decoder-only model (for Gemma 2/3 the
+  feed-forward output is that of `post_feedforward_layernorm`, which is what enters the residual stream);
 - English training examples are their own x_en (every example takes the same path), and W_T is fitted
   on non-English pairs only (English pairs would pull it towards the identity);
-- `detach_english` (no backward through the English pass) is available; the default keeps gradients,
-  as they do;
 - at evaluation the Decision Maker takes the argmax (theirs samples Gumbel noise, so scores vary from
   run to run; `eval_gumbel` restores that), and the second pass reuses the first pass's key/value cache
   before the RST instead of running two full forward passes (the same numbers, see tests/test_cc.py);
@@ -48,11 +60,18 @@ from harness.cc.transform import (
     pairs_from_parallel,
     save_cc,
 )
-from harness.chat import encode_prompt
+from harness.chat import AUTHORS_RST, RST_MODES, describe_rst, encode_prompt, rst_offset
 from harness.data import Example
-from harness.errors import HarnessError
+from harness.errors import HarnessError, unknown
 from harness.io import atomic_write_json
-from harness.training import SFTDataset, TrainContext, drop_tied_copies, load_for_training, run_trainer
+from harness.training import (
+    SFTDataset,
+    TrainContext,
+    TrainSettings,
+    drop_tied_copies,
+    load_for_training,
+    run_trainer,
+)
 from methods.base import Method, register_method
 
 log = logging.getLogger(__name__)
@@ -62,7 +81,12 @@ ARTIFACTS = "cc_artifacts.json"
 
 class CCDataset(SFTDataset):
     """`SFTDataset` plus the English prompt and its RST for every example (English examples are their
-    own English prompt); an example is dropped when either prompt exceeds `max_length`."""
+    own English prompt); an example is dropped when either prompt exceeds `max_length`. Both RSTs are
+    `rst_offset` tokens from the end of their prompt (`harness.chat.rst_offset`)."""
+
+    def __init__(self, tokenizer, examples: list[Example], max_length: int, rst_offset: int = 1) -> None:
+        self.rst_offset = rst_offset
+        super().__init__(tokenizer, examples, max_length)
 
     def encode(self, ex: Example) -> dict[str, Any] | None:
         item = super().encode(ex)
@@ -70,10 +94,23 @@ class CCDataset(SFTDataset):
         en_ids = encode_prompt(self.tokenizer, english)
         if item is None or len(en_ids) > self.max_length:
             return None
-        return {**item, "en_input_ids": en_ids, "en_rst": len(en_ids) - 1}
+        shift = self.rst_offset - 1  # SFTDataset's RST is the last prompt token
+        return {**item, "rst": item["rst"] - shift, "en_input_ids": en_ids, "en_rst": len(en_ids) - self.rst_offset}
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "english_prompt_tokens": sum(len(it["en_input_ids"]) for it in self.items)}
+
+
+def english_gradient(options: dict[str, Any], settings: TrainSettings) -> str:
+    """Whether the English pass receives gradient in a training run, in words."""
+    checkpointing = (
+        f"gradient checkpointing {'re-entrant' if settings.gradient_checkpointing_reentrant else 'non-re-entrant'}"
+        if settings.gradient_checkpointing
+        else "no gradient checkpointing"
+    )
+    if options["detach_english"]:
+        return f"no gradient through the English pass (detach_english=true, as the authors' runs); {checkpointing}"
+    return f"gradient through the English pass (detach_english=false); {checkpointing}"
 
 
 def training_layer_histogram(log_path: Path) -> list[dict[str, Any]]:
@@ -99,12 +136,14 @@ class CCTuning(Method):
         "fuse_after_layer": 0,  # k: fuse into the residual stream after decoder layer k
         "dm_tau": 1.0,  # Gumbel-softmax temperature
         "dm_hard": True,  # straight-through one-hot (the paper) or soft weights
-        "detach_english": False,  # no gradient through the English pass
+        "detach_english": True,  # no gradient through the English pass: the authors' runs (module docstring)
+        "rst": "last",  # the RST: "last" prompt token, or the "authors'" token per family (harness.chat)
         "wt_samples": 1000,  # M parallel pairs to fit W_T on (all when fewer)
         "wt_source": "train",  # "train": the training pairs; "parallel": shared/data/parallel
         "wt_per_language": False,  # also fit (and evaluate with) one W_T per language
         "use_wt": True,  # False: the prompt's own activations (W_T = identity), an ablation
         "eval_gumbel": False,  # evaluation samples the Decision Maker (the authors') instead of argmax
+        "eval_seed": 0,  # the Gumbel noise of `eval_gumbel`, drawn per prompt (harness.cc.lm.prompt_gumbel_noise)
     }
 
     def __init__(self, **options: Any) -> None:
@@ -117,10 +156,36 @@ class CCTuning(Method):
             raise HarnessError(f"option wt_samples={self.options['wt_samples']} of method 'cc' must be >= 1")
         if self.options["dm_tau"] <= 0:
             raise HarnessError(f"option dm_tau={self.options['dm_tau']} of method 'cc' must be > 0")
+        if self.options["rst"] not in RST_MODES:
+            raise unknown("value", str(self.options["rst"]), RST_MODES, "option rst of method 'cc'")
+
+    def check_settings(self, settings: TrainSettings) -> None:
+        """`detach_english=false` asks for gradients through the English pass, which re-entrant gradient
+        checkpointing cannot give (its first forward runs under no_grad): refuse rather than ignore it."""
+        if (
+            not self.options["detach_english"]
+            and settings.gradient_checkpointing
+            and settings.gradient_checkpointing_reentrant
+        ):
+            raise HarnessError(
+                "option detach_english=false of method 'cc' needs gradients through the English pass, which "
+                "re-entrant gradient checkpointing drops (the authors' runs); add "
+                "--set gradient_checkpointing_reentrant=false, or --set gradient_checkpointing=false"
+            )
 
     def check_examples(self, examples: list[Example]) -> None:
         """Every non-English example needs `instruction_en`; English ones are their own translation."""
         super().check_examples([ex for ex in examples if ex.lang != "en"])
+
+    def plan_notes(self, settings: TrainSettings, tokenizer=None) -> list[str]:
+        rst = self.options["rst"]
+        if tokenizer is not None:
+            where = describe_rst(tokenizer, rst)
+        elif rst == "authors":
+            where = "rst=authors: " + "; ".join(rule for _, _, rule in AUTHORS_RST) + " (located once the tokenizer is at hand)"
+        else:
+            where = "rst=last: the last prompt token"
+        return [f"cc: {english_gradient(self.options, settings)}", f"cc: Response Start Token: {where}"]
 
     def transform_pairs(self, examples: list[Example]) -> list[Pair]:
         if self.options["wt_source"] == "parallel":
@@ -132,12 +197,14 @@ class CCTuning(Method):
 
         from harness.cc.trainer import CCTrainer
 
+        self.check_settings(ctx.settings)
         set_seed(ctx.seed)  # the Decision Maker's (and LoRA's) initialisation
         examples = self.prepare_examples(ctx.examples, ctx)
         self.check_examples(examples)
         pairs = self.transform_pairs(examples)  # fail before training, not after
         tokenizer, lm = load_for_training(ctx)
-        dataset = CCDataset(tokenizer, examples, ctx.settings.max_length)
+        log.info("CC-Tuning: %s; %s", describe_rst(tokenizer, self.options["rst"]), english_gradient(self.options, ctx.settings))
+        dataset = CCDataset(tokenizer, examples, ctx.settings.max_length, rst_offset(tokenizer, self.options["rst"]))
         log.info("training data: %s", dataset.stats())
         ctx.extra["data_stats"] = dataset.stats()
         model = CCModel(lm, CCOptions.from_dict(self.options))
@@ -173,6 +240,7 @@ class CCTuning(Method):
                 per_language=self.options["wt_per_language"],
                 source=self.options["wt_source"],
                 batch_size=ctx.settings.per_device_batch_size,
+                rst=self.options["rst"],
             )
             weights = CCWeights(
                 decision_maker=decision_maker,
@@ -228,6 +296,7 @@ class CCTuning(Method):
             pretrained=checkpoint,
             use_wt=self.options["use_wt"],
             eval_gumbel=self.options["eval_gumbel"],
+            eval_seed=self.options["eval_seed"],
             wt_per_language=self.options["wt_per_language"],
             **lm_kwargs,
         )

@@ -92,12 +92,15 @@ def layer_choice(
 
 @dataclass
 class Curve:
-    """A line of points (x, y, spread) with a label."""
+    """A line of points (x, y, spread) with a label; optionally its line style ("--": dashed) and color
+    (e.g. "C0": two curves of one group in one color)."""
 
     label: str
     x: list[float]
     y: list[float]
     spread: list[float]
+    linestyle: str = "-"
+    color: str | None = None
 
 
 def against(
@@ -119,7 +122,8 @@ def against(
         x = np.asarray(curve.x, float)[order]
         y = np.asarray(curve.y, float)[order]
         spread = np.asarray(curve.spread, float)[order]
-        ax.errorbar(x, y, yerr=np.where(spread > 0, spread, np.nan), marker="o", capsize=3, label=curve.label)
+        ax.errorbar(x, y, yerr=np.where(spread > 0, spread, np.nan), marker="o", capsize=3, label=curve.label,
+                    linestyle=curve.linestyle, color=curve.color)  # fmt: skip
     styles = ["--", ":", "-."]
     for i, (label, value) in enumerate(references.items()):
         ax.axhline(value, linestyle=styles[i % len(styles)], color=f"C{len(curves) + i}", label=label)
@@ -135,6 +139,32 @@ def against(
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def seed_spread(
+    langs: Sequence[str],
+    reference: Sequence[float],
+    samples: Sequence[Sequence[float]],
+    ylabel: str,
+    title: str,
+    path: Path,
+) -> Path:
+    """Per language: each sampled evaluation's score (dots), their mean (bar) and a reference score
+    (diamond), e.g. the sampled Decision Maker over evaluation seeds against the argmax one."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(langs) + 1.5), 3.2))
+    x = np.arange(len(langs))
+    values = np.asarray(samples, float)  # (n, langs)
+    for row in values:
+        ax.scatter(x, row, s=12, color="0.55", zorder=2)
+    ax.scatter(x, np.nanmean(values, axis=0), marker="_", s=400, color="black", zorder=3,
+               label=f"sampled: mean of {len(values)}")  # fmt: skip
+    ax.scatter(x, reference, marker="D", s=30, color="tab:red", zorder=4, label="argmax")
+    ax.set_xticks(x, langs, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -13,6 +13,7 @@ What it computes (`build_report`), per benchmark and protocol:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -399,8 +400,13 @@ def cc_figures(runs: list[RunRecord], frame: pd.DataFrame, benches: list[BenchRe
         path = plots.layer_choice(train.get("train_layer_hist"), evals.get("eval_layer_hist"), per_step,
                                   f"{run.variant}, seed {run.seed} ({run.name})",
                                   out / "plots" / f"layers_{_safe(run.name)}.png")  # fmt: skip
-        entropy = train.get("train_layer_entropy")
-        caption = f"training entropy {entropy:.2f} nats" if isinstance(entropy, float) else ""
+        entropies = [(name, values.get(key)) for name, values, key in
+                     (("training", train, "train_layer_entropy"), ("evaluation", evals, "eval_layer_entropy"))]  # fmt: skip
+        caption = "; ".join(f"{name} entropy {value:.2f} nats" for name, value in entropies if isinstance(value, float))
+        if evals.get("decision"):
+            caption += f" (evaluation: {evals['decision']}" + (
+                f", eval_seed {evals['eval_seed']})" if evals.get("eval_seed") is not None else ")"
+            )
         figures["layer choice"].append(
             Figure(str(path.relative_to(out)), f"{run.variant}, seed {run.seed}", caption)
         )
@@ -458,20 +464,33 @@ def cc_figures(runs: list[RunRecord], frame: pd.DataFrame, benches: list[BenchRe
         groups_m[", ".join(f"{k}={v}" for k, v in sorted(rest.items())) or "cc"].append(run)
     groups_m = {k: v for k, v in groups_m.items() if len({_m(r) for r in v}) > 1}
     if groups_m:
-        curves = []
-        for name, members in groups_m.items():
-            points: dict[int, list[float]] = defaultdict(list)
-            for run in members:
-                mse = ((run.artifact("cc_artifacts.json") or {}).get("transform") or {}).get("mse")
-                if mse is not None:
-                    points[_m(run)].append(float(mse))
-            ms = sorted(points)
-            stats = [_mean_spread(points[m]) for m in ms]
-            curves.append(plots.Curve(name, ms, [s[0] for s in stats], [s[1] for s in stats]))
+        # two curves per group: the in-sample MSE (dashed; exactly 0 whenever M*L <= d, so it says nothing
+        # at small M) and the MSE on the held-out pairs (solid; absent from runs that predate it)
+        curves, heldout_sizes = [], set()
+        for i, (name, members) in enumerate(groups_m.items()):
+            for key, kind, style in (("mse", "in-sample", "--"), ("mse_heldout", "held-out", "-")):
+                points: dict[int, list[float]] = defaultdict(list)
+                for run in members:
+                    transform = (run.artifact("cc_artifacts.json") or {}).get("transform") or {}
+                    if transform.get(key) is not None:
+                        points[_m(run)].append(float(transform[key]))
+                        if key == "mse_heldout":
+                            heldout_sizes.add(transform.get("heldout"))
+                ms = sorted(points)
+                stats = [_mean_spread(points[m]) for m in ms]
+                if ms:
+                    curves.append(plots.Curve(f"{name}, {kind}", ms, [s[0] for s in stats], [s[1] for s in stats],
+                                              linestyle=style, color=f"C{i % 10}"))  # fmt: skip
+        sizes = sorted(h for h in heldout_sizes if h is not None)
+        held = f"H = {', '.join(map(str, sizes))} pairs" if sizes else "H pairs"
+        caption = ("dashed: in-sample MSE on the M pairs fitted on, exactly 0 whenever M*L <= d (no more rows "
+                   f"than the hidden size: the fit is exact); solid: held-out MSE on {held} never used in any fit "
+                   "(the same pairs for every M of a seed)")  # fmt: skip
+        if not heldout_sizes:
+            caption += "; these runs recorded no held-out MSE"
         path = plots.against(curves, {}, "W_T fit: MSE(X W_T, Y) against M", "M (parallel pairs)",
                              "MSE", out / "plots" / "wt_mse.png", logx=True, logy=True)  # fmt: skip
-        figures["W_T against M"].append(Figure(str(path.relative_to(out)), "MSE against M",
-                                               "mean squared error of the least-squares fit on its M pairs"))  # fmt: skip
+        figures["W_T against M"].append(Figure(str(path.relative_to(out)), "MSE against M", caption))
         for bench in benches:
             avg = non_en_average(frame, bench)
             curves = []
@@ -500,6 +519,49 @@ def _m(run: RunRecord) -> int:
     """The number of pairs W_T was fitted on (fewer than asked when the source has fewer)."""
     transform = (run.artifact("cc_artifacts.json") or {}).get("transform") or {}
     return int(transform.get("m") or run.resolved_options().get("wt_samples", 0))
+
+
+SAMPLING_OPTIONS = ("eval_gumbel", "eval_seed")
+
+
+def gumbel_figures(runs: list[RunRecord], frame: pd.DataFrame, benches: list[BenchReport], out: Path) -> list[Figure]:  # fmt: skip
+    """CC runs evaluated with the Decision Maker sampled (`eval_gumbel=true`, one run per `eval_seed`, as
+    the authors evaluate) against the argmax run of the same trained model: per benchmark and language,
+    each sampled score, their mean, and the argmax score."""
+    groups: dict[tuple[str, int], dict[str, list[RunRecord]]] = defaultdict(lambda: {"argmax": [], "sampled": []})
+    for run in runs:
+        if run.method != "cc":
+            continue
+        rest = {k: v for k, v in sorted(run.options.items()) if k not in SAMPLING_OPTIONS}
+        kind = "sampled" if run.resolved_options().get("eval_gumbel") else "argmax"
+        groups[(json.dumps(rest, sort_keys=True, default=str), run.seed)][kind].append(run)
+    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
+    frame["bench"] = frame.bench.str.replace("_-", "", regex=False)
+    figures = []
+    for (_, seed), members in sorted(groups.items()):
+        if not members["sampled"] or len(members["argmax"]) != 1:
+            continue
+        argmax_run = members["argmax"][0]
+        for bench in benches:
+            sub = frame[frame.bench == bench.bench]
+            wide = sub.pivot_table(index="run", columns="lang", values="value", aggfunc="mean")
+            wide = wide.reindex(columns=bench.langs)
+            names = [r.name for r in members["sampled"]]
+            if argmax_run.name not in wide.index or not set(names) & set(wide.index):
+                continue
+            argmax = [float(v) for v in wide.loc[argmax_run.name]]
+            sampled = [[float(v) for v in wide.loc[n]] for n in names if n in wide.index]
+            means = np.nanmean(np.asarray(sampled, float), axis=0)
+            gaps = np.abs(means - np.asarray(argmax, float))
+            worst = int(np.nanargmax(gaps)) if np.isfinite(gaps).any() else 0
+            label = f"{argmax_run.variant}, seed {seed}"
+            path = plots.seed_spread(bench.langs, argmax, sampled, f"{bench.metric} x 100",
+                                     f"{bench.bench}: {label}", out / "plots" / f"gumbel_{bench.bench}_{_safe(argmax_run.name)}.png")  # fmt: skip
+            figures.append(Figure(str(path.relative_to(out)), f"{bench.bench}, {label}",
+                f"dots: {len(sampled)} evaluations with the Decision Maker sampled (eval_gumbel, one eval_seed each); "
+                f"bar: their mean; diamond: the argmax decision (the harness's default). Mean |sampled mean - argmax| "
+                f"{float(np.nanmean(gaps)):.1f} points, largest {float(gaps[worst]):.1f} ({bench.langs[worst]})"))  # fmt: skip
+    return figures
 
 
 def loss_figure(runs: list[RunRecord], out: Path) -> Figure | None:
@@ -541,6 +603,9 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
             bench.answers_plot = answers_figure(bench, out)
     if not frame.empty:
         figures.update(cc_figures(runs, frame, benches, out))
+        sampled = gumbel_figures(runs, frame, benches, out)
+        if sampled:
+            figures["sampled Decision Maker at evaluation"] = sampled
     loss = loss_figure(runs, out)
     if loss:
         figures["training loss"].append(loss)

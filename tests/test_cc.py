@@ -298,16 +298,125 @@ def test_transform_matrix_is_the_minimum_norm_least_squares_solution(m, layers, 
     torch.testing.assert_close(w_t.double(), reference, rtol=1e-4, atol=1e-4 / scale)
 
 
-def test_fit_transform_per_language_and_save_load(tokenizer, tmp_path):
+def gelsd_reference(x: torch.Tensor, y: torch.Tensor):
+    """X stacked (float64, numpy) and `np.linalg.lstsq`'s minimum-norm W (gelsd, rcond=None)."""
+    import numpy as np
+
+    d = x.shape[-1]
+    x2, y2 = x.reshape(-1, d).double().numpy(), y.reshape(-1, d).double().numpy()
+    return x2, np.linalg.lstsq(x2, y2, rcond=None)[0]
+
+
+def row_space_difference(x2, w, reference) -> float:
+    """||P (W - W_ref)||_F / ||P W_ref||_F, P the projection on X's row space (of gelsd's rank)."""
+    import numpy as np
+
+    _, s, vt = np.linalg.svd(x2, full_matrices=False)
+    v = vt[: int((s > np.finfo(np.float64).eps * max(x2.shape) * s[0]).sum())]
+    return float(np.linalg.norm(v @ (np.asarray(w, np.float64) - reference)) / np.linalg.norm(v @ reference))
+
+
+def tiny_llama_activations(tokenizer, n: int):
+    """RST activations (n, 2, 32) of the tiny random Llama of tests/tiny.py for n instruction pairs."""
+    from tests.tiny import _CORPUS, tiny_llama
+
+    words = " ".join(_CORPUS).split()
+    texts = [" ".join(words[(7 * i) % len(words) :][: 3 + i % 9]) + f" {i}" for i in range(2 * n)]
+    model = tiny_llama(tokenizer)
+    return collect_activations(model, tokenizer, texts[:n]), collect_activations(model, tokenizer, texts[n:])
+
+
+def test_transform_matrix_matches_gelsd_on_tiny_llama_activations_with_outliers(tokenizer):
+    """Real (tiny random Llama) activations with a few outlier dimensions scaled up, as LLMs have them,
+    M*L below and above d: W_T matches np.linalg.lstsq within FIT_RTOL on X's row space, whichever path
+    the solver takes; with outliers up to 1e6, the Gram matrix is too ill-conditioned for the normal
+    equations and the gelsd fallback runs."""
+    from harness.cc.transform import FIT_RTOL, GRAM_CONDITION_MAX
+
+    x_all, y_all = tiny_llama_activations(tokenizer, 40)
+    for m in (10, 40):  # 20 and 80 rows, d = 32
+        for scales in ([1.0], [1e2, 1e3], [1e3, 1e4, 1e5, 1e6]):
+            x, y = x_all[:m].clone(), y_all[:m]
+            x[..., [3, 11, 17, 29][: len(scales)]] *= torch.tensor(scales)
+            info = {}
+            w_t, mse = fit_transform_matrix(x, y, info)
+            x2, reference = gelsd_reference(x, y)
+            assert row_space_difference(x2, w_t, reference) < FIT_RTOL, (m, scales, info)
+            assert mse == pytest.approx(transform_mse(x, y, torch.from_numpy(reference)), rel=1e-6, abs=1e-12)
+            fast = info["gram_condition"] <= GRAM_CONDITION_MAX
+            assert info["solver"] == ("normal equations" if fast else "gelsd")
+            if scales[-1] == 1e6:
+                assert info["solver"] == "gelsd"
+
+
+def test_ill_conditioned_fit_falls_back_to_gelsd():
+    """A column that is a linear combination of others up to 1e-7: cond(X) ~1e8, so G = X^T X cannot even
+    see that direction (the normal equations alone drop it, far from gelsd), and the fit takes the gelsd
+    path: the same W_T and MSE as np.linalg.lstsq to float32 precision."""
+    from harness.cc.transform import GRAM_CONDITION_MAX, _normal_equations
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 3, 16, generator=g, dtype=torch.float64)
+    x[..., 5] = x[..., :4] @ torch.randn(4, generator=g, dtype=torch.float64)
+    x[..., 5] += 1e-7 * torch.randn(30, 3, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(16, 16, generator=g, dtype=torch.float64) + 0.1 * torch.randn(30, 3, 16, generator=g)
+    x2, reference = gelsd_reference(x, y)
+    normal, condition = _normal_equations(x.reshape(-1, 16), y.reshape(-1, 16))
+    assert condition > GRAM_CONDITION_MAX and row_space_difference(x2, normal, reference) > 1e-2
+    info = {}
+    w_t, mse = fit_transform_matrix(x, y, info)
+    assert info["solver"] == "gelsd" and info["gram_condition"] == condition
+    assert row_space_difference(x2, w_t, reference) < 1e-6  # W_T is float32
+    assert mse == pytest.approx(transform_mse(x, y, torch.from_numpy(reference)), rel=1e-6)
+
+
+def test_heldout_pairs_are_fixed_disjoint_and_samples_nested():
+    from harness.cc.transform import heldout_size, split_pairs
+
+    sizes = [heldout_size(n) for n in (0, 1, 2, 9, 10, 999, 1000, 1004, 20_000)]
+    assert sizes == [0, 0, 1, 1, 2, 199, 200, 200, 200]  # min(200, N // 5), >= 1 from 2 pairs on
+    pairs = [Pair("xx", f"text {i}", f"english {i}") for i in range(60)]
+    held = split_pairs(pairs, 5, seed=3)[1]
+    largest = split_pairs(pairs, 1000, seed=3)[0]
+    assert len(held) == 12 and len(largest) == 48 and set(largest) | set(held) == set(pairs)
+    for m in (1, 5, 30, 48, 49, 1000):
+        sample, heldout = split_pairs(pairs, m, seed=3)
+        assert heldout == held and not set(sample) & set(held)  # the same held-out set for every M
+        assert len(sample) == min(m, 48) and sample == largest[: len(sample)] == sample_pairs(pairs, m, 3)
+    assert split_pairs(pairs, 5, seed=4)[1] != held
+    assert split_pairs(pairs[:1], 5, 0) == (pairs[:1], [])  # one pair: fitted on, nothing held out
+    sample, heldout = split_pairs(pairs[:2], 5, 0)
+    assert len(sample) == len(heldout) == 1 and sample != heldout
+
+
+def test_fit_transform_per_language_heldout_and_save_load(tokenizer, tmp_path):
+    import math
+
+    from harness.cc.transform import split_pairs
+
     model = make_model("llama")
     pairs = pairs_from_examples(EXAMPLES)
     assert {p.lang for p in pairs} == {"fr", "de"}  # English examples are left out
-    assert sample_pairs(pairs, 3, seed=1) == sample_pairs(pairs, 5, seed=1)[:3]  # nested samples
+    assert sample_pairs(pairs, 2, seed=1) == sample_pairs(pairs, 5, seed=1)[:2]  # nested samples
     fit = fit_transform(model, tokenizer, pairs, m=1000, seed=0, per_language=True)
-    assert fit.m == len(pairs) == 5 and set(fit.per_language_matrices) == {"fr", "de"}
-    x = collect_activations(model, tokenizer, [p.text for p in sample_pairs(pairs, 1000, 0)])
-    y = collect_activations(model, tokenizer, [p.text_en for p in sample_pairs(pairs, 1000, 0)])
-    assert fit.mse == pytest.approx(transform_mse(x, y, fit.transform_matrix), rel=1e-5)
+    # 5 pairs: one (5 // 5) is held out, so M = 4 although 1000 were asked for
+    assert len(pairs) == 5 and fit.m == 4 and fit.heldout == 1
+    assert set(fit.per_language_matrices) == {"fr", "de"}
+    sample, held = split_pairs(pairs, 1000, 0)
+    both = [*sample, *held]  # one batched call per side, as fit_transform collects them
+    x = collect_activations(model, tokenizer, [p.text for p in both])
+    y = collect_activations(model, tokenizer, [p.text_en for p in both])
+    assert fit.mse == pytest.approx(transform_mse(x[:4], y[:4], fit.transform_matrix), rel=1e-5)
+    assert fit.mse_heldout == pytest.approx(transform_mse(x[4:], y[4:], fit.transform_matrix), rel=1e-5)
+    # M*L = 12 <= d = 32: the fit is exact in-sample; only the held-out pair says how good W_T is
+    scale = float((y.double() ** 2).mean())
+    assert fit.mse < 1e-12 * scale and math.isfinite(fit.mse_heldout) and fit.mse_heldout > 1e-3 * scale
+    held_lang = held[0].lang
+    assert fit.per_language[held_lang]["mse_heldout_shared"] == pytest.approx(fit.mse_heldout)
+    assert all("mse_heldout_shared" not in v for k, v in fit.per_language.items() if k != held_lang)
+    assert sum(v["n"] for v in fit.per_language.values()) == 4
+    summary = fit.summary()
+    assert summary["heldout"] == 1 and summary["mse_heldout"] == fit.mse_heldout and summary["m"] == 4
     save_cc(
         tmp_path,
         CCWeights(
@@ -322,6 +431,7 @@ def test_fit_transform_per_language_and_save_load(tokenizer, tmp_path):
     assert torch.equal(loaded.transform_matrix, fit.transform_matrix)
     assert torch.equal(loaded.per_language["de"], fit.per_language_matrices["de"])
     assert loaded.transform["mse"] == fit.mse and loaded.options == {"dm_tau": 1.0}
+    assert loaded.transform["mse_heldout"] == fit.mse_heldout and loaded.transform["heldout"] == 1
 
 
 def test_pairs_from_the_parallel_corpus():
@@ -344,7 +454,7 @@ def test_pairs_from_the_parallel_corpus():
 def reference_fuse(weights: CCWeights):
     """a_hat = a W_T, Decision Maker argmax, fused = a_hat of the chosen layer: written out plainly."""
 
-    def fuse(a, e):
+    def fuse(a, e, prompts=None):
         a_hat = a.float() @ weights.transform_matrix if weights.transform_matrix is not None else a.float()
         layer = ((a_hat + e.float()[:, None]).mean(1) @ weights.decision_maker.T).argmax(-1)
         return a_hat[torch.arange(len(a)), layer], layer
@@ -560,23 +670,32 @@ def test_method_trains_saves_and_records_artifacts(trained):
     weights = load_cc(folder)
     assert weights.decision_maker.shape == (3, 32) and weights.transform_matrix.shape == (32, 32)
     assert weights.options["fuse_after_layer"] == 0 and weights.transform["m"] == 4
+    assert weights.transform["heldout"] == 1  # 5 pairs: 4 fitted on, 1 held out
     artifacts = json.loads((ctx.run_dir / "cc_artifacts.json").read_text())
     assert [r["step"] for r in artifacts["train_layer_hist_per_step"]] == [1, 2, 3]
     assert sum(artifacts["train_layer_hist"]) == 6  # 3 steps x 2 examples
     assert artifacts["transform"]["m"] == 4 and set(artifacts["transform"]["per_language"]) <= {"fr", "de"}
+    assert artifacts["transform"]["heldout"] == 1 and artifacts["transform"] == weights.transform
     log_rows = [json.loads(line) for line in ctx.log_path.read_text().splitlines()]
     assert any("cc_layer_entropy" in r for r in log_rows) and any("loss" in r for r in log_rows)
-    # the logged MSE is MSE(X W_T, Y) on the sampled pairs, recomputed here from the checkpoint
+    # the logged MSEs are MSE(X W_T, Y) on the sampled and on the held-out pairs, recomputed here from the
+    # checkpoint (one batched call per side, as the fit collects them)
+    from harness.cc.transform import split_pairs
+
     model, tok = load_model(str(folder)), load_tokenizer(str(folder))
-    sample = sample_pairs(pairs_from_examples(EXAMPLES), 4, ctx.seed)
-    x = collect_activations(model, tok, [p.text for p in sample])
-    y = collect_activations(model, tok, [p.text_en for p in sample])
+    sample, held = split_pairs(pairs_from_examples(EXAMPLES), 4, ctx.seed)
+    x = collect_activations(model, tok, [p.text for p in [*sample, *held]])
+    y = collect_activations(model, tok, [p.text_en for p in [*sample, *held]])
     assert artifacts["transform"]["mse"] == pytest.approx(
-        transform_mse(x, y, weights.transform_matrix), rel=1e-4
+        transform_mse(x[:4], y[:4], weights.transform_matrix), rel=1e-4
+    )
+    assert artifacts["transform"]["mse_heldout"] == pytest.approx(
+        transform_mse(x[4:], y[4:], weights.transform_matrix), rel=1e-4
     )
     # refitting for another M without retraining
     pairs = [(p.text, p.text_en) for p in pairs_from_examples(EXAMPLES)]
-    w_t, mse = fit_transform_for_checkpoint(folder, [Pair(p.lang, p.text, p.text_en) for p in sample], 4, 0)
+    every = [Pair(p.lang, p.text, p.text_en) for p in pairs_from_examples(EXAMPLES)]
+    w_t, mse = fit_transform_for_checkpoint(folder, every, 4, ctx.seed)
     torch.testing.assert_close(w_t, weights.transform_matrix, atol=1e-4, rtol=1e-3)
     assert fit_transform_for_checkpoint(folder, pairs, 2, 0)[0].shape == (32, 32)
 
@@ -668,6 +787,7 @@ def test_cc_run_through_the_pipeline(tmp_path):
     assert run.status()["phase"] == "complete" and (run.model_dir / "cc.safetensors").is_file()
     train_artifacts = json.loads((run.dir / "cc_artifacts.json").read_text())
     assert sum(train_artifacts["train_layer_hist"]) == 6 and train_artifacts["transform"]["m"] == 3
+    assert train_artifacts["transform"]["heldout"] == 1 and train_artifacts["transform"]["mse_heldout"] > 0
     eval_artifacts = json.loads((run.dir / "eval_artifacts.json").read_text())
     # one prompt per item (all options of an item share its RST and pass 1): 2 SIB-200 + 2 XNLI
     assert eval_artifacts["eval_prompts"] == 4 and list(eval_artifacts["eval_layer_hist_per_language"]) == [

@@ -295,6 +295,54 @@ def test_report_writes_every_file(report_dir: Path, store) -> None:
     assert runs["cc0"].name in page and "harness run --method X" in page and "trained model of" in page
 
 
+@pytest.mark.parametrize("heldout", [True, False], ids=["with-heldout", "old-artifacts"])
+def test_wt_mse_figure_draws_in_sample_and_heldout_mse(tmp_path: Path, monkeypatch, heldout: bool) -> None:
+    """The MSE-against-M figure: per group, the in-sample MSE (dashed) and the held-out one (solid) from
+    `transform.mse_heldout` of cc_artifacts.json; artifacts written before it existed render the in-sample
+    curves alone. The default `wt_source: train` at wt_samples=10 and 1000 (all 150 pairs) is a group too."""
+    from reports import plots
+
+    root = tmp_path / "store"
+    cc0 = write_run(root, "cc", 0, accuracy={"*": 0.75})
+    write_run(root, "cc", 0, {"wt_samples": 10}, {"*": 0.5}, training_run=cc0.name)
+    for m in (10, 100, 1000):
+        options = {"wt_source": "parallel", "wt_samples": m}
+        write_run(root, "cc", 0, options, {"*": 0.6}, training_run=cc0.name)
+    for path in root.glob("*/cc_artifacts.json"):
+        values = json.loads(path.read_text())
+        if heldout:
+            values["transform"] |= {"mse_heldout": 2 * values["transform"]["m"] ** -0.25, "heldout": 200}
+        atomic_write_json(path, values)
+    drawn = []
+    original = plots.against
+
+    def against(curves, *args, **kwargs):
+        drawn.append((curves, args))
+        return original(curves, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "against", against)
+    report = build_report([str(root)], tmp_path / "report", iters=50)
+    (figure,) = [f for f in report.figures["W_T against M"] if f.title == "MSE against M"]
+    assert (tmp_path / "report" / figure.path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (curves,) = [c for c, args in drawn if args[3] == "MSE"]  # (references, title, xlabel, ylabel, path)
+    by_label = {c.label: c for c in curves}
+    in_sample = {"cc, in-sample", "wt_source=parallel, in-sample"}
+    held = {"cc, held-out", "wt_source=parallel, held-out"}
+    assert set(by_label) == (in_sample | held if heldout else in_sample)
+    parallel = by_label["wt_source=parallel, in-sample"]
+    assert parallel.x == [10, 100, 1000] and parallel.linestyle == "--"
+    assert parallel.y == pytest.approx([0.5 / m**0.5 for m in (10, 100, 1000)])
+    assert by_label["cc, in-sample"].x == [10, 150]  # the default source's training pairs: M = 10 and all
+    assert "exactly 0 whenever M*L <= d" in figure.caption
+    if heldout:
+        curve = by_label["wt_source=parallel, held-out"]
+        assert curve.linestyle == "-" and curve.color == parallel.color
+        assert curve.y == pytest.approx([2 * m**-0.25 for m in (10, 100, 1000)])
+        assert "held-out MSE on H = 200 pairs never used in any fit" in figure.caption
+    else:
+        assert "recorded no held-out MSE" in figure.caption
+
+
 # -- the page in a browser ----------------------------------------------------------------------------
 
 

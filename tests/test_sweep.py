@@ -33,13 +33,13 @@ def test_grid_blocks_axes_and_shared_points(tmp_path: Path) -> None:
             {"method": "none"},
             {"method": ["vanilla", "cc"], "seed": [0, 1]},
             {"method": "cc", "method_opt": {"fixed_source_layer": [-1, 3]}},  # -1 is the default: cc seed 0
-            {"method": ["vanilla", "cc"], "method_opt": {"detach_english": True}},  # cc only
+            {"method": ["vanilla", "cc"], "method_opt": {"detach_english": False}},  # cc only
             {"method": "vanilla", "tasks": "xnli_mc", "langs": "sw"},  # adds a task to vanilla seed 0
         ],
     }), output=tmp_path / "runs")  # fmt: skip
     labels = [r.label for r in sweep.runs]
     assert labels == ["none", "vanilla seed=0", "vanilla seed=1", "cc seed=0", "cc seed=1",
-                      "cc fixed_source_layer=3 seed=0", "cc detach_english=True seed=0"]  # fmt: skip
+                      "cc fixed_source_layer=3 seed=0", "cc detach_english=False seed=0"]  # fmt: skip
     vanilla0 = sweep.runs[1]
     assert vanilla0.ecfg.tasks == ["sib200_mc_en", "sib200_mc_sw", "xnli_mc_sw"] and vanilla0.ecfg.limit == 5
     cc = sweep.runs[3].config
@@ -98,16 +98,20 @@ def test_training_identity_excludes_evaluation_time_options() -> None:
 
 def test_ready_made_sweeps_plan(tmp_path: Path) -> None:
     plans = {p.stem: plan_lines(load_sweep(p, output=tmp_path)) for p in sorted(SWEEPS.glob("*.yaml"))}
-    assert set(plans) == {"main", "layer_choice", "wt_samples"}
+    assert set(plans) == {"main", "layer_choice", "wt_samples", "eval_gumbel"}
     assert plans["main"][0].endswith("7 runs in " + f"{tmp_path}/, 6 to train, 7 to evaluate, 0 finished")
     langs = len(yaml.safe_load((SWEEPS / "main.yaml").read_text())["langs"].split(","))
     assert "none " in plans["main"][1] and f"evaluate {langs} tasks" in plans["main"][1]
-    # every W_T point shares the plain cc run's trained model: two trainings (vanilla, cc) for 9 runs
-    assert ", 2 to train, 9 to evaluate" in plans["wt_samples"][0]
+    # every W_T point shares the plain cc run's trained model: two trainings (vanilla, cc) for 10 runs
+    assert ", 2 to train, 10 to evaluate" in plans["wt_samples"][0]
     cc_id = next(line.split()[1] for line in plans["wt_samples"][1:] if "  cc seed=0" in line)
     shared = [line for line in plans["wt_samples"] if f"train (shared) in {cc_id}" in line]
-    assert len(shared) == 7
+    assert len(shared) == 8
     assert ", 9 to train," in plans["layer_choice"][0]
+    # five sampled evaluations of the one trained cc model (evaluation-time options share its training)
+    assert ", 2 to train, 7 to evaluate" in plans["eval_gumbel"][0]
+    cc_id = next(line.split()[1] for line in plans["eval_gumbel"][1:] if "  cc seed=0" in line)
+    assert sum(f"train (shared) in {cc_id}" in line for line in plans["eval_gumbel"]) == 5
     assert not list(tmp_path.iterdir())  # a dry run writes nothing
 
 
@@ -189,8 +193,8 @@ def test_wt_sweep_trains_once_and_refits_per_point(tmp_path: Path, monkeypatch, 
             source.model_dir / "cc.safetensors"
         ).stat().st_ino
         assert shared_cc == (label == "cc use_wt=False seed=0")  # only W_T refits write their own
-    # the refitted W_T is the least-squares fit of the shared model on M of the training pairs, drawn
-    # as training draws them (the trained run's W_T, on all pairs, is reproduced the same way)
+    # the refitted W_T is the least-squares fit of the shared model on M of the training pairs, drawn as
+    # training draws them (the trained run's W_T, on all pairs but the held-out one, is reproduced so too)
     refit = by_label["cc wt_samples=2 seed=0"]
     pairs = pairs_from_examples(load_examples(refit.config))
     expected, mse = fit_transform_for_checkpoint(source.model_dir, pairs, 2, 0)
@@ -200,7 +204,9 @@ def test_wt_sweep_trains_once_and_refits_per_point(tmp_path: Path, monkeypatch, 
     artifacts = json.loads((refit.dir / "cc_artifacts.json").read_text())
     trained = json.loads((source.dir / "cc_artifacts.json").read_text())
     assert artifacts["transform"]["m"] == 2 and artifacts["transform"]["mse"] == pytest.approx(mse)
-    assert artifacts["train_layer_hist"] == trained["train_layer_hist"] and trained["transform"]["m"] == 8
+    # 8 training pairs: one (8 // 5) held out, the same for every M: 7 left to fit on
+    assert artifacts["train_layer_hist"] == trained["train_layer_hist"] and trained["transform"]["m"] == 7
+    assert trained["transform"]["heldout"] == artifacts["transform"]["heldout"] == 1
     assert load_cc(refit.model_dir).decision_maker.equal(load_cc(source.model_dir).decision_maker)
     assert (tmp_path / "report" / "plots" / "wt_mse.png").is_file()
 

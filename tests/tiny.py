@@ -6,6 +6,8 @@ meaningful one: `tiny_llama(tiny_tokenizer())` takes well under a second on a CP
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -72,3 +74,29 @@ def tiny_llama(
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
+
+
+TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
+
+# per family: special tokens, (bos, eos), and words that are one token in the real vocabulary
+FAMILY_TOKENS = {
+    "qwen2": (["<|im_start|>", "<|im_end|>"], ("<|endoftext|>", "<|im_end|>"), ["assistant", "system", "user"]),
+    "mistral": (["<s>", "</s>", "[INST]", "[/INST]"], ("<s>", "</s>"), []),
+    "llama3": (
+        ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        ("<|begin_of_text|>", "<|eot_id|>"),
+        ["assistant", "user", "\n\n"],
+    ),
+}
+
+
+def family_tokenizer(family: str) -> PreTrainedTokenizerFast:
+    """`tiny_tokenizer` with the special tokens and the real chat template (tests/fixtures) of a model
+    family of the CC-Tuning paper: "qwen2" (Qwen2.5), "mistral" (Mistral-7B v0.3), "llama3"."""
+    special, (bos, eos), words = FAMILY_TOKENS[family]
+    tok = tiny_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": special})
+    tok.add_tokens(words)
+    tok.bos_token, tok.eos_token = bos, eos
+    tok.chat_template = (TEMPLATES / f"{family}.jinja").read_text(encoding="utf-8")
+    return tok

@@ -92,6 +92,23 @@ class RSTCapture:
         return torch.stack([self.ffn_by_layer[i] for i in sorted(self.ffn_by_layer)], dim=1)
 
 
+@dataclass(eq=False)
+class _Hook:
+    """A forward hook ("forward") or forward pre-hook with kwargs ("pre") on a module, not yet registered."""
+
+    module: nn.Module
+    kind: str
+    fn: Callable
+
+    def register(self):
+        if self.kind == "pre":
+            return self.module.register_forward_pre_hook(self.fn, with_kwargs=True)
+        return self.module.register_forward_hook(self.fn)
+
+    def copy(self) -> _Hook:
+        return _Hook(self.module, self.kind, self.fn)
+
+
 @dataclass
 class _FusionState:
     make_vector: Callable[[torch.Tensor], torch.Tensor]
@@ -107,6 +124,49 @@ class CCHooks:
         self.model = model
         self.layers = decoder_layers(model)
         self.ffns = [feed_forward(layer) for layer in self.layers]
+        self._active: list[_Hook] = []  # the hooks registered by the open `capture` / `fuse` blocks
+
+    def _register(self, hooks: list[_Hook]) -> Callable[[], None]:
+        """Register hooks (and track them for `checkpoint_function`); returns their remover."""
+        handles = [hook.register() for hook in hooks]
+        self._active.extend(hooks)
+
+        def remove() -> None:
+            for handle in handles:
+                handle.remove()
+            for hook in hooks:
+                self._active.remove(hook)
+
+        return remove
+
+    def checkpoint_function(self, checkpoint: Callable) -> Callable:
+        """Wrap a layer's gradient-checkpointing function (`checkpoint(function, *args)`, as transformers
+        calls it) so that, when the backward pass recomputes the layer, the capture and fusion hooks that
+        were registered during its forward are registered again for the recomputation.
+
+        Without this a recomputed layer would run without them: `torch.utils.checkpoint` (non-re-entrant)
+        finds fewer saved tensors than in the forward and fails, and a fusion inside the checkpointed
+        region would be silently missing from the recomputed graph. The Gumbel noise of a replayed
+        Decision Maker is the forward's: checkpointing restores the RNG state for the recomputation."""
+
+        def checkpointed(function: Callable, *args, **kwargs):
+            hooks = list(self._active)
+            calls = 0
+
+            def run(*a, **k):
+                nonlocal calls
+                calls += 1
+                if calls == 1 or not hooks:  # the forward: the hooks are registered already
+                    return function(*a, **k)
+                remove = self._register([hook.copy() for hook in hooks])
+                try:
+                    return function(*a, **k)
+                finally:
+                    remove()
+
+            return checkpoint(run, *args, **kwargs)
+
+        return checkpointed
 
     @property
     def num_layers(self) -> int:
@@ -122,7 +182,6 @@ class CCHooks:
         input of layer 0 at `rst`. Gradients flow through the recorded tensors unless the forward runs
         under `torch.no_grad()`."""
         record = RSTCapture()
-        handles = []
 
         def save_ffn(index: int):
             def hook(module, args, output):
@@ -133,14 +192,14 @@ class CCHooks:
         def save_embedding(module, args, kwargs):
             record.embedding = _at(self._layer_input(args, kwargs), rst)
 
+        remove = self._register(
+            [_Hook(ffn, "forward", save_ffn(i)) for i, ffn in enumerate(self.ffns)]
+            + [_Hook(self.layers[0], "pre", save_embedding)]
+        )
         try:
-            for i, ffn in enumerate(self.ffns):
-                handles.append(ffn.register_forward_hook(save_ffn(i)))
-            handles.append(self.layers[0].register_forward_pre_hook(save_embedding, with_kwargs=True))
             yield record
         finally:
-            for handle in handles:
-                handle.remove()
+            remove()
 
     @contextmanager
     def fuse(
@@ -187,12 +246,10 @@ class CCHooks:
             fused = hidden + delta
             return (fused, *output[1:]) if isinstance(output, tuple) else fused
 
-        handles = [
-            self.layers[0].register_forward_pre_hook(save_embedding, with_kwargs=True),
-            self.layers[after_layer].register_forward_hook(add_vector),
-        ]
+        remove = self._register(
+            [_Hook(self.layers[0], "pre", save_embedding), _Hook(self.layers[after_layer], "forward", add_vector)]
+        )
         try:
             yield
         finally:
-            for handle in handles:
-                handle.remove()
+            remove()

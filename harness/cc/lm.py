@@ -40,8 +40,9 @@ from torch import nn
 from tqdm import tqdm
 
 from harness.cc.hooks import CCHooks
-from harness.cc.model import CCOptions, accepts_logits_to_keep, decide, fuse_vector
+from harness.cc.model import CCOptions, accepts_logits_to_keep, decide, fuse_vector, histogram_entropy
 from harness.cc.transform import CCWeights, load_cc
+from harness.chat import rst_offset
 from harness.data import LANGUAGES
 from harness.errors import HarnessError
 
@@ -52,8 +53,21 @@ NO_ROLLING = (
     "loglikelihood_rolling (perplexity) tasks have no prompt: evaluate them with a plain HFLM"
 )
 
-# (a (n, L, d), e (n, d)) -> (fused vector (n, d), chosen layer (n,))
-FuseFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (a (n, L, d), e (n, d), the n prompts' tokens) -> (fused vector (n, d), chosen layer (n,))
+FuseFn = Callable[[torch.Tensor, torch.Tensor, Sequence[Sequence[int]]], tuple[torch.Tensor, torch.Tensor]]
+
+
+def prompt_gumbel_noise(prompts: Sequence[Sequence[int]], n_layers: int, seed: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise (n, L) for the Decision Maker at evaluation (`eval_gumbel`), drawn from a
+    generator seeded by (`seed`, the prompt's tokens): a prompt gets the same noise in any batch, order or
+    resumed chunk, and another `eval_seed` gives another sample."""
+    rows = []
+    for prompt in prompts:
+        digest = hashlib.sha256(json.dumps([seed, list(prompt)]).encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+        uniform = torch.rand(n_layers, generator=generator, dtype=torch.float64).clamp_min(1e-20)
+        rows.append(-torch.log(-torch.log(uniform)))
+    return torch.stack(rows).float()
 
 
 @dataclass
@@ -120,7 +134,7 @@ def cc_logits(
             **({"logits_to_keep": keep} if logits_to_keep else {}),
         )
     logits1 = out1.logits[:, -keep:]  # (u, keep, vocab)
-    fused, choice = fuse_fn(record.ffn, record.embedding)  # (u, d), (u,)
+    fused, choice = fuse_fn(record.ffn, record.embedding, unique)  # (u, d), (u,)
     cache.crop(-1)  # the RST is recomputed in pass 2, with the fusion
     cache.batch_select_indices(prompt_of_row)  # one cache row per scored row
 
@@ -178,6 +192,7 @@ class CCLM(HFLM):
         use_wt: bool = True,
         eval_gumbel: bool = False,
         wt_per_language: bool = False,
+        eval_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(pretrained=pretrained, **kwargs)
@@ -214,6 +229,8 @@ class CCLM(HFLM):
             else {}
         )
         self.use_wt, self.eval_gumbel, self.wt_per_language = use_wt, eval_gumbel, wt_per_language
+        self.eval_seed = int(eval_seed)
+        self.rst_offset = rst_offset(self.tokenizer, self.cc_options.rst)  # as the model was trained
         self._lang: str | None = None  # language of the requests being run
         # digest of (language, prompt tokens) -> (language, chosen layer); stable across processes so
         # the run's evaluation cache can save and restore it (`cache_state` / `restore_state`)
@@ -221,17 +238,25 @@ class CCLM(HFLM):
 
     # -- CC inference -------------------------------------------------------------------------
 
-    def _fuse(self, a: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """a (n, L, d), e (n, d) -> fused vector (n, d), chosen layer (n,)."""
+    def _fuse(
+        self, a: torch.Tensor, e: torch.Tensor, prompts: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """a (n, L, d), e (n, d), the prompts' tokens -> fused vector (n, d), chosen layer (n,)."""
         matrix = (
             self.per_language.get(self._lang, self.transform_matrix) if self._lang else self.transform_matrix
         )
         a_hat = a.float() @ matrix if matrix is not None else a.float()  # (n, L, d)
+        noise = (
+            prompt_gumbel_noise(prompts, self.hooks.num_layers, self.eval_seed).to(a.device)
+            if self.eval_gumbel
+            else None
+        )
         g, _ = decide(
             self.decision_maker,
             a_hat,
             e.float(),
-            sample=self.eval_gumbel,
+            sample=False,
+            noise=noise,
             tau=self.cc_options.dm_tau,
             hard=self.cc_options.dm_hard,
             fixed_layer=self.cc_options.fixed_source_layer,
@@ -258,9 +283,12 @@ class CCLM(HFLM):
             per_language.setdefault(lang or "unknown", [0] * self.hooks.num_layers)[layer] += 1
         return {
             "eval_layer_hist": hist,
+            "eval_layer_entropy": histogram_entropy(hist),
             "eval_layer_hist_per_language": per_language,
             "eval_prompts": len(self._choices),
             "decision": "gumbel" if self.eval_gumbel else "argmax",
+            "eval_seed": self.eval_seed if self.eval_gumbel else None,
+            "rst": self.cc_options.rst,
             "use_wt": self.use_wt,
             "wt_per_language": self.wt_per_language,
             **{
@@ -302,9 +330,10 @@ class CCLM(HFLM):
     def _rst(
         self, context: str, context_enc: list[int], whole: list[int], cache: dict[str, list[int]]
     ) -> int:
-        """Index in `whole` of the last prompt token (see the module docstring)."""
+        """Index in `whole` of the RST: `rst_offset` tokens from the end of the prompt, and at most the
+        last prompt token that the scored sequence shares (see the module docstring)."""
         if not context:
-            return len(context_enc) - 1
+            return len(context_enc) - self.rst_offset
         if context not in cache:
             cache[context] = self.tok_encode(context)
         prompt = cache[context]
@@ -315,7 +344,7 @@ class CCLM(HFLM):
             shared += 1
         if shared == 0:
             raise HarnessError(f"cannot locate the prompt of the request {context[:60]!r} in its tokens")
-        return shared - 1
+        return min(shared - 1, len(prompt) - self.rst_offset)
 
     def _loglikelihood_tokens(
         self, requests: list, disable_tqdm: bool = False, override_bs: int | None = None
@@ -382,14 +411,15 @@ class CCLM(HFLM):
     def _model_generate(
         self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs
     ) -> torch.Tensor:
-        """Pass 1 over the left-padded prompts (RST = last column), then `generate` on the cache cropped
-        before the RST, fusing into its first forward call (whose last column is the RST)."""
+        """Pass 1 over the left-padded prompts (the RST is column -rst_offset), then `generate` on the
+        cache cropped before the RST, fusing into its first forward call (whose columns start at the RST)."""
         attention_mask = generation_kwargs.pop("attention_mask", None)
         if attention_mask is None:
             attention_mask = torch.ones_like(context)
         positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
         cache = new_cache(self.model)
-        with self.hooks.capture(-1) as record:
+        rst = -self.rst_offset
+        with self.hooks.capture(rst) as record:
             self.model(
                 input_ids=context,
                 attention_mask=attention_mask,
@@ -398,11 +428,15 @@ class CCLM(HFLM):
                 use_cache=True,
                 **({"logits_to_keep": 1} if accepts_logits_to_keep(self.model) else {}),
             )
-        fused, choice = self._fuse(record.ffn, record.embedding)  # (batch, d), (batch,)
-        for row, mask, layer in zip(context.tolist(), attention_mask.tolist(), choice.tolist(), strict=True):
-            self._record([t for t, m in zip(row, mask, strict=True) if m], layer)
-        cache.crop(-1)
-        with self.hooks.fuse(self.cc_options.fuse_after_layer, -1, fused, once=True):
+        prompts = [
+            [t for t, m in zip(row, mask, strict=True) if m]
+            for row, mask in zip(context.tolist(), attention_mask.tolist(), strict=True)
+        ]
+        fused, choice = self._fuse(record.ffn, record.embedding, prompts)  # (batch, d), (batch,)
+        for prompt, layer in zip(prompts, choice.tolist(), strict=True):
+            self._record(prompt, layer)
+        cache.crop(-self.rst_offset)  # the RST and the prompt tokens after it are recomputed with the fusion
+        with self.hooks.fuse(self.cc_options.fuse_after_layer, rst, fused, once=True):
             return super()._model_generate(
                 context,
                 max_length,

@@ -2,7 +2,7 @@
 
 One training step (METHOD.md, "Training step"):
 1. English pass over the templated English prompt: a_l = feed-forward output of layer l at the English
-   RST, a: (batch, L, d). Gradients kept unless `detach_english`.
+   RST, a: (batch, L, d). No gradient through it by default (`detach_english`, as the authors' runs).
 2. Decision Maker: logits = W_DM mean_l(a_l + e), e = the hidden state entering layer 0 of the
    non-English pass at its RST; g = gumbel_softmax(logits, tau, hard) (straight-through one-hot).
 3. Fusion: h[RST] += sum_l g_l a_l in the residual stream leaving layer k (default 0).
@@ -33,7 +33,8 @@ class CCOptions:
     fuse_after_layer: int = 0  # k: the residual stream after decoder layer k receives the fused vector
     dm_tau: float = 1.0  # Gumbel-softmax temperature
     dm_hard: bool = True  # straight-through one-hot (the paper) or soft weights
-    detach_english: bool = False  # no gradient through the English pass
+    detach_english: bool = True  # no gradient through the English pass (the authors' runs; see methods/cc.py)
+    rst: str = "last"  # which prompt token is the RST: "last", or "authors" (harness.chat.RST_MODES)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CCOptions:
@@ -53,12 +54,14 @@ def decide(
     tau: float = 1.0,
     hard: bool = True,
     fixed_layer: int = -1,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The Decision Maker: layer weights g (batch, L) for activations a (batch, L, d) and the input
     embedding e (batch, d), and its logits (batch, L) (None with a fixed source layer).
 
-    `sample=True`: Gumbel-softmax (training; evaluation with `eval_gumbel`). `sample=False` (evaluation):
-    the noise-free decision, one-hot argmax when `hard`, softmax(logits / tau) for a soft Decision Maker.
+    `sample=True`: Gumbel-softmax with straight-through gradients (training). `sample=False`
+    (evaluation): one-hot argmax when `hard`, softmax / tau for a soft Decision Maker, of the logits plus
+    `noise` (batch, L) when given (Gumbel noise drawn per prompt for `eval_gumbel`), else of the logits.
     """
     batch, n_layers, _ = a.shape
     if fixed_layer >= 0:
@@ -72,11 +75,12 @@ def decide(
     dm_input = (a + e.unsqueeze(1)).mean(dim=1)  # (batch, d)
     logits = decision_maker(dm_input.to(decision_maker.weight.dtype))  # (batch, L)
     if sample:
-        g = F.gumbel_softmax(logits.float(), tau=tau, hard=hard)
-    elif hard:
-        g = F.one_hot(logits.argmax(dim=-1), n_layers).float()
+        return F.gumbel_softmax(logits.float(), tau=tau, hard=hard).to(a.dtype), logits
+    scores = logits.float() + (noise.float() if noise is not None else 0.0)
+    if hard:
+        g = F.one_hot(scores.argmax(dim=-1), n_layers).float()
     else:
-        g = F.softmax(logits.float() / tau, dim=-1)
+        g = F.softmax(scores / tau, dim=-1)
     return g.to(a.dtype), logits
 
 
@@ -116,6 +120,10 @@ class CCModel(nn.Module):
         self.num_layers = self.hooks.num_layers
         self.hidden_size = int(config.hidden_size)
         self.decision_maker = nn.Linear(self.hidden_size, self.num_layers, bias=False)
+        # as the authors (and the model's own linear layers): N(0, initializer_range); seeded by the caller
+        nn.init.normal_(self.decision_maker.weight, std=float(getattr(config, "initializer_range", 0.02)))
+        if self.options.fixed_source_layer >= 0:
+            self.decision_maker.requires_grad_(False)  # never used: no optimizer state, nothing for DDP to wait on
         # the English pass needs no logits: ask for the last position's only, where the model allows it
         self._one_logit = {"logits_to_keep": 1} if accepts_logits_to_keep(lm) else {}
         if self.options.fuse_after_layer >= self.num_layers:
@@ -126,6 +134,21 @@ class CCModel(nn.Module):
     @property
     def config(self):
         return self.lm.config
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None) -> None:
+        """Gradient (activation) checkpointing of the LM's decoder layers, with CC's hooks replayed when a
+        layer is recomputed in the backward pass (`CCHooks.checkpoint_function`).
+
+        With `use_reentrant=True` (LLaMA-Factory's default, so the authors' runs) a checkpointed layer's
+        first forward runs under `no_grad`: the English activations captured inside it carry no gradient,
+        whatever `detach_english` says. With `use_reentrant=False` they keep their gradient."""
+        from harness.training import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(self.lm, **(activation_checkpointing_kwargs or {}))
+        for module in self.lm.modules():
+            func = getattr(module, "_gradient_checkpointing_func", None)
+            if func is not None and getattr(module, "gradient_checkpointing", False):
+                module._gradient_checkpointing_func = self.hooks.checkpoint_function(func)
 
     @property
     def _no_split_modules(self) -> list[str] | None:
@@ -163,7 +186,7 @@ class CCModel(nn.Module):
                 self.decision_maker,
                 a,
                 e,
-                sample=True,
+                sample=self.training,  # Gumbel noise in training only; eval() takes the argmax
                 tau=self.options.dm_tau,
                 hard=self.options.dm_hard,
                 fixed_layer=self.options.fixed_source_layer,

@@ -25,7 +25,7 @@ from torch import nn
 
 from harness import faults
 from harness.cc.hooks import CCHooks
-from harness.chat import encode_prompt
+from harness.chat import encode_prompt, rst_offset
 from harness.data import Example, data_dir, read_jsonl
 from harness.errors import HarnessError
 from harness.io import atomic_write_json
@@ -102,12 +102,35 @@ def pairs_from_parallel(langs: Sequence[str], data: Path | None = None) -> list[
     return pairs
 
 
-def sample_pairs(pairs: Sequence[Pair], m: int, seed: int) -> list[Pair]:
-    """M pairs drawn without replacement (all when M >= len(pairs)); for one seed, smaller samples are
-    prefixes of larger ones, so a sweep over M adds data rather than redrawing it."""
+# The held-out pairs of a W_T fit: never fitted on, they give the MSE that says something at small M (the
+# in-sample MSE is exactly 0 whenever M*L <= d: X W_T = Y has an exact solution). One pair in
+# HELDOUT_FRACTION, at most HELDOUT_MAX (200 pairs x L layers already give thousands of rows to average
+# over, and each held-out pair costs two forward passes), at least one when there are two pairs or more.
+HELDOUT_MAX = 200
+HELDOUT_FRACTION = 5
+
+
+def heldout_size(n: int) -> int:
+    """H, the number of held-out pairs among `n`: min(200, n // 5), at least 1 when n >= 2, 0 when n <= 1."""
+    return 0 if n < 2 else max(1, min(HELDOUT_MAX, n // HELDOUT_FRACTION))
+
+
+def split_pairs(pairs: Sequence[Pair], m: int, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(fit sample, held-out pairs) after one seeded shuffle: the H held-out pairs are the END of the
+    shuffled order and the fit sample its first min(M, N - H) pairs. So, for one seed, the held-out set is
+    the same for every M and never in any fit, and smaller samples are prefixes of larger ones (a sweep over
+    M adds data rather than redrawing it)."""
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
-    return [pairs[i] for i in order[: max(0, m)]]
+    held = heldout_size(len(order))
+    fit = order[: max(0, min(m, len(order) - held))]
+    return [pairs[i] for i in fit], [pairs[i] for i in order[len(order) - held :]]
+
+
+def sample_pairs(pairs: Sequence[Pair], m: int, seed: int) -> list[Pair]:
+    """The M pairs W_T is fitted on (fewer when fewer than M remain besides the held-out pairs): the fit
+    sample of `split_pairs`."""
+    return split_pairs(pairs, m, seed)[0]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -121,13 +144,16 @@ def collect_activations(
     instructions: Sequence[str],
     batch_size: int = 16,
     hooks: CCHooks | None = None,
+    rst: str = "last",
 ) -> torch.Tensor:
-    """Feed-forward outputs at the RST of each templated instruction: (n, L, d), float32, on the CPU."""
+    """Feed-forward outputs at the RST (`harness.chat.rst_offset`) of each templated instruction:
+    (n, L, d), float32, on the CPU."""
     hooks = hooks or CCHooks(model)
     was_training = model.training
     model.eval()
     device = model_device(model)
     encoded = [encode_prompt(tokenizer, text) for text in instructions]
+    offset = rst_offset(tokenizer, rst)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
     out: list[torch.Tensor | None] = [None] * len(encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -140,9 +166,9 @@ def collect_activations(
         mask = torch.tensor(
             [[1] * len(encoded[i]) + [0] * (width - len(encoded[i])) for i in rows], device=device
         )
-        # right padding: the RST is at length - 1
-        rst = torch.tensor([len(encoded[i]) - 1 for i in rows], device=device)
-        with hooks.capture(rst) as record:
+        # right padding: the RST is at length - offset
+        positions = torch.tensor([len(encoded[i]) - offset for i in rows], device=device)
+        with hooks.capture(positions) as record:
             model(input_ids=input_ids, attention_mask=mask, use_cache=False)
         ffn = record.ffn.float().cpu()  # (rows, L, d)
         for j, i in enumerate(rows):
@@ -154,33 +180,80 @@ def collect_activations(
 # Rows of X (M*L of them) folded into the normal equations per step: bounds the float64 working set.
 FIT_BLOCK_ROWS = 4096
 
+# The normal equations square the condition number: an eigenvalue lambda_i of G = X^T X carries an absolute
+# rounding error of about eps * lambda_max, so the component of W_T along it is off by up to a relative
+# eps * lambda_max / lambda_i, and directions of X whose singular values are below
+# sqrt(eps * max(n, d)) * s_max (~4e-7 s_max at d = 576) are lost in G's rounding although gelsd, whose
+# cut-off is eps * max(n, d) * s_max on X itself, keeps them. So the fast path is trusted only when the
+# condition number of G over the min(n, d) directions X can span (lambda_max / the min(n, d)-th largest
+# eigenvalue, = cond(X)^2) is at most GRAM_CONDITION_MAX; above it, and when X spans fewer directions than
+# its shape allows (duplicate rows, a column that is a combination of others), W_T is solved by gelsd
+# itself (the same LAPACK driver and rcond as np.linalg.lstsq, so they differ only by gelsd's own rounding,
+# ~eps x cond(X)). Either way W_T is within FIT_RTOL of np.linalg.lstsq's (relative Frobenius difference on
+# X's row space). Measured (bench/bench_wt.py lstsq, bench/RESULTS.md: the default model's activations,
+# M = 10..1000, and badly conditioned variants of them): the normal equations' difference from
+# np.linalg.lstsq was at most 1.2e-17 x cond(G) over cond(G) = 5e5..4e11 (5e-12 at 5e5, 1.8e-8 at
+# 1.8e10, 5e-6 at 4e11), so <= 1.2e-7 at the cut-off, ~100x below FIT_RTOL; where G cannot resolve X
+# (cond(X) >~ 3e6: 4 columns scaled up to 1e6, a near-collinear column, near-duplicate rows) it was 0.3-1.
+# The default model's real X has cond(G) 5e5..4e6 at M >= 50 (fast path; 4 columns x 1e3: 2e8..2e9, fast
+# path too), 1e9 at M = 10 (fast path) and 1.8e10 at M = 20, where M*L ~ d: the fallback runs there.
+GRAM_CONDITION_MAX = 1e10
+FIT_RTOL = 1e-5
 
-def fit_transform_matrix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+
+def _normal_equations(x2: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The minimum-norm least-squares W (float64) from G = X^T X and C = X^T Y, and cond(G) over the
+    min(n, d) largest eigenvalues (inf when X spans fewer directions)."""
+    n, d = x2.shape
+    gram = torch.zeros(d, d, dtype=torch.float64)
+    cross = torch.zeros(d, y2.shape[1], dtype=torch.float64)
+    for start in range(0, n, FIT_BLOCK_ROWS):
+        xb = x2[start : start + FIT_BLOCK_ROWS].double().cpu()
+        gram.addmm_(xb.T, xb)
+        cross.addmm_(xb.T, y2[start : start + FIT_BLOCK_ROWS].double().cpu())
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    cutoff = evals.abs().max() * max(n, d) * torch.finfo(torch.float64).eps
+    kept = evals > cutoff
+    inverse = torch.where(kept, 1.0 / evals, torch.zeros_like(evals))
+    solution = evecs @ (inverse[:, None] * (evecs.T @ cross))
+    smallest = float(evals[-min(n, d)])
+    condition = float(evals[-1]) / smallest if smallest > cutoff else float("inf")
+    return solution, condition
+
+
+def _gelsd(x2: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+    """LAPACK's SVD-based minimum-norm solution (rcond = eps * max(n, d), numpy's default), float64."""
+    return torch.linalg.lstsq(x2.double().cpu(), y2.double().cpu(), driver="gelsd").solution
+
+
+def fit_transform_matrix(
+    x: torch.Tensor, y: torch.Tensor, info: dict[str, Any] | None = None
+) -> tuple[torch.Tensor, float]:
     """Least squares over all layers stacked: X, Y (M*L, d) from x, y (M, L, d); returns W_T (d, d),
-    float32, and MSE(X W_T, Y).
+    float32, and MSE(X W_T, Y). `info`, when given, receives the solver used ("normal equations" or
+    "gelsd") and the Gram condition number.
 
-    The minimum-norm solution, as LAPACK's SVD-based `gelsd` gives it, computed through the normal
-    equations instead: G = X^T X and C = X^T Y are accumulated in float64 a block of rows at a time
+    The minimum-norm solution, as LAPACK's SVD-based `gelsd` gives it. The fast path computes it through
+    the normal equations: G = X^T X and C = X^T Y are accumulated in float64 a block of rows at a time
     (matrix products: the fastest thing a CPU does), then W = G^+ C with the pseudo-inverse from the
     eigendecomposition of G, dropping eigenvalues at rounding level (the directions X does not span when
     M*L < d). Memory is O(d^2 + block x d) instead of the four float64 copies of X and Y that `gelsd`
     holds, and the time is a few GEMMs instead of an SVD of the (M*L, d) matrix: for an 8B model
     (d = 4096, L = 32, M = 1000) minutes and gigabytes become seconds and ~0.5 GB (bench/bench_wt.py).
-    Squaring the condition number costs nothing measurable here: float64 carries 16 digits and the MSE
-    matches gelsd's on random, rank-deficient and badly scaled data (tests/test_cc.py) and on the default
-    model's activations (bench/bench_wt.py)."""
+    Squaring the condition number is harmless while cond(G) <= GRAM_CONDITION_MAX; above it (and when X
+    spans fewer directions than min(M*L, d)) W_T is solved by `gelsd` on the stacked float64 rows (with
+    gelsd's time and memory: 7x the fast path's time at the 8B shape, M = 250), so the result matches
+    gelsd within FIT_RTOL either way (tests/test_cc.py, bench/bench_wt.py lstsq)."""
     d = x.shape[-1]
     x2, y2 = x.reshape(-1, d), y.reshape(-1, d)
-    gram = torch.zeros(d, d, dtype=torch.float64)
-    cross = torch.zeros(d, d, dtype=torch.float64)
-    for start in range(0, x2.shape[0], FIT_BLOCK_ROWS):
-        xb = x2[start : start + FIT_BLOCK_ROWS].double().cpu()
-        gram.addmm_(xb.T, xb)
-        cross.addmm_(xb.T, y2[start : start + FIT_BLOCK_ROWS].double().cpu())
-    evals, evecs = torch.linalg.eigh(gram)
-    cutoff = evals.abs().max() * max(x2.shape[0], d) * torch.finfo(torch.float64).eps
-    inverse = torch.where(evals > cutoff, 1.0 / evals, torch.zeros_like(evals))
-    transform_matrix = evecs @ (inverse[:, None] * (evecs.T @ cross))
+    transform_matrix, condition = _normal_equations(x2, y2)
+    solver = "normal equations"
+    if not condition <= GRAM_CONDITION_MAX:
+        solver = "gelsd"
+        log.info("W_T fit: Gram condition number %.3g > %.0e: gelsd", condition, GRAM_CONDITION_MAX)
+        transform_matrix = _gelsd(x2, y2)
+    if info is not None:
+        info.update(solver=solver, gram_condition=condition)
     return transform_matrix.float(), transform_mse(x, y, transform_matrix)
 
 
@@ -202,15 +275,18 @@ class TransformFit:
     """A fitted W_T and what the report needs about it."""
 
     transform_matrix: torch.Tensor  # (d, d), shared by every language
-    mse: float
+    mse: float  # in-sample: on the M pairs fitted on (exactly 0 whenever M*L <= d)
     m: int  # pairs used
     source: str
-    # lang -> {"n", "mse_shared"[, "mse_own"]}
+    # lang -> {"n", "mse_shared"[, "mse_heldout_shared"][, "mse_own"]}
     per_language: dict[str, dict[str, float]] = field(default_factory=dict)
     per_language_matrices: dict[str, torch.Tensor] = field(default_factory=dict)  # lang -> (d, d)
+    mse_heldout: float | None = None  # on the H held-out pairs (None when H = 0)
+    heldout: int = 0  # H
 
     def summary(self) -> dict[str, Any]:
-        return {"m": self.m, "mse": self.mse, "source": self.source, "per_language": self.per_language}
+        return {"m": self.m, "mse": self.mse, "mse_heldout": self.mse_heldout, "heldout": self.heldout,
+                "source": self.source, "per_language": self.per_language}  # fmt: skip
 
 
 def fit_transform(
@@ -222,28 +298,47 @@ def fit_transform(
     per_language: bool = False,
     source: str = "",
     batch_size: int = 16,
+    rst: str = "last",
 ) -> TransformFit:
     """Sample M pairs (seeded), collect the tuned model's RST activations for both sides, fit W_T.
 
-    With `per_language`, each language also gets its own matrix, fitted on its share of the sample.
-    Every language's MSE under the shared matrix is always reported.
+    The H held-out pairs of `split_pairs` (the same for every M) are never fitted on: their MSE under W_T is
+    reported beside the in-sample one. Their activations come from the same batched calls as the fit
+    pairs', so they cost H more pairs of forward passes. With `per_language`, each language also gets its
+    own matrix, fitted on its share of the sample. Every language's MSE under the shared matrix is always
+    reported (in-sample, and held-out where the language has held-out pairs).
     """
-    sample = sample_pairs(pairs, m, seed)
+    sample, held = split_pairs(pairs, m, seed)
     if not sample:
         raise HarnessError(f"wt_samples={m}: no pair to fit the transform matrix on")
     hooks = CCHooks(model)
-    x = collect_activations(model, tokenizer, [p.text for p in sample], batch_size, hooks)  # (M, L, d)
-    y = collect_activations(model, tokenizer, [p.text_en for p in sample], batch_size, hooks)
+    both = [*sample, *held]
+    # (M + H, L, d) each
+    x_all = collect_activations(model, tokenizer, [p.text for p in both], batch_size, hooks, rst=rst)
+    y_all = collect_activations(model, tokenizer, [p.text_en for p in both], batch_size, hooks, rst=rst)
+    x, x_held = x_all[: len(sample)], x_all[len(sample) :]
+    y, y_held = y_all[: len(sample)], y_all[len(sample) :]
     faults.point("wt_fit")
-    transform_matrix, mse = fit_transform_matrix(x, y)
-    fit = TransformFit(transform_matrix, mse, len(sample), source)
-    log.info("transform matrix: M=%d pairs, MSE(X W_T, Y) = %.6g", len(sample), mse)
+    info: dict[str, Any] = {}
+    transform_matrix, mse = fit_transform_matrix(x, y, info)
+    mse_heldout = transform_mse(x_held, y_held, transform_matrix) if held else None
+    fit = TransformFit(transform_matrix, mse, len(sample), source, mse_heldout=mse_heldout, heldout=len(held))
+    log.info(
+        "transform matrix: M=%d pairs, in-sample MSE(X W_T, Y) = %.6g; %d held-out pairs, MSE = %s "
+        "(solver: %s, Gram condition number %.3g)",
+        len(sample), mse, len(held), "-" if mse_heldout is None else f"{mse_heldout:.6g}", info["solver"],
+        info["gram_condition"],
+    )  # fmt: skip
     for lang in sorted({p.lang for p in sample} - {""}):
         rows = [i for i, p in enumerate(sample) if p.lang == lang]
         stats: dict[str, float] = {
             "n": len(rows),
             "mse_shared": transform_mse(x[rows], y[rows], transform_matrix),
         }
+        held_rows = [i for i, p in enumerate(held) if p.lang == lang]
+        if held_rows:
+            mse_held = transform_mse(x_held[held_rows], y_held[held_rows], transform_matrix)
+            stats["mse_heldout_shared"] = mse_held
         if per_language:
             own, stats["mse_own"] = fit_transform_matrix(x[rows], y[rows])
             fit.per_language_matrices[lang] = own
