@@ -57,6 +57,24 @@ def test_experiment_dry_runs_offline(path: Path, capsys, tmp_path: Path) -> None
     assert "effective batch 16 = 4 per device x 4 accumulation x 1" in out
     assert re.search(r"^tokenizer: \S+ not available offline", out, re.M) or "tokenised:" in out
     assert "optimizer states" in out and "tokens per optimizer step: at most 16,384" in out
+    # CC-Tuning as the authors ran it: re-entrant checkpointing, no English-pass gradient, their RST
+    assert "gradient_checkpointing=True gradient_checkpointing_reentrant=True" in out
+    assert ("cc: no gradient through the English pass (detach_english=true, as the authors' runs); "
+            "gradient checkpointing re-entrant") in out  # fmt: skip
+    rst = "rst=last: the last prompt token" if "llama" in path.stem else "rst=authors: "
+    assert f"cc: Response Start Token: {rst}" in out
+
+
+def test_english_gradient_with_the_paper_profile_is_refused_before_any_work(capsys, tmp_path: Path) -> None:
+    config = ROOT / "experiments" / "qwen25_7b.yaml"
+    code, _, err = _dry_run(capsys, "--config", str(config), "--output", str(tmp_path),
+                            "--method-opt", "detach_english=false")  # fmt: skip
+    assert code == 2 and "detach_english=false" in err and "gradient_checkpointing_reentrant=false" in err
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = _dry_run(capsys, "--config", str(config), "--output", str(tmp_path), "--method-opt",
+                              "detach_english=false", "--set", "gradient_checkpointing_reentrant=false")  # fmt: skip
+    assert code == 0, err
+    assert "cc: gradient through the English pass (detach_english=false); gradient checkpointing non-re-entrant" in out
 
 
 def test_dry_run_with_the_deepspeed_config(capsys, tmp_path: Path) -> None:

@@ -403,10 +403,15 @@ def fit_transform_for_checkpoint(
     seed: int,
     batch_size: int = 16,
 ) -> tuple[torch.Tensor, float]:
-    """Refit W_T on M pairs with a trained checkpoint, without retraining (the M sweep): (W_T, MSE)."""
+    """Refit W_T on M pairs with a trained checkpoint, without retraining (the M sweep): (W_T, MSE). The
+    RST is the one the checkpoint was trained with (`cc.json`'s options; the last prompt token without)."""
     from harness.models import load_model, load_tokenizer
 
+    sidecar = Path(checkpoint_dir) / CC_SIDECAR
+    options = json.loads(sidecar.read_text(encoding="utf-8")).get("options", {}) if sidecar.is_file() else {}
     tokenizer = load_tokenizer(str(checkpoint_dir))
     model = load_model(str(checkpoint_dir))
-    fit = fit_transform(model, tokenizer, as_pairs(pairs), m, seed, batch_size=batch_size)
+    fit = fit_transform(
+        model, tokenizer, as_pairs(pairs), m, seed, batch_size=batch_size, rst=options.get("rst", "last")
+    )
     return fit.transform_matrix, fit.mse
