@@ -316,8 +316,7 @@ def build_benches(runs: list[RunRecord], frame: pd.DataFrame, iters: int, seed: 
     benches = []
     if frame.empty:
         return benches
-    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
-    frame["bench"] = frame.bench.str.replace("_-", "", regex=False)
+    frame = with_bench(frame)
     by_name = {r.name: r for r in runs}
     for bench_name in sorted(frame.bench.unique(), key=natural_key):
         sub = frame[frame.bench == bench_name]
@@ -387,6 +386,12 @@ def _mean_spread(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float((arr.max() - arr.min()) / 2)
 
 
+def with_bench(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with a `bench` column: benchmark_protocol, or the benchmark alone when it has no protocol."""
+    bench = frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-")
+    return frame.assign(bench=bench.str.replace("_-", "", regex=False))
+
+
 def cc_figures(runs: list[RunRecord], frame: pd.DataFrame, benches: list[BenchReport], out: Path) -> dict[str, list[Figure]]:  # fmt: skip
     """Decision Maker layer choices per CC run; accuracy against a fixed source layer; W_T against M."""
     figures: dict[str, list[Figure]] = defaultdict(list)
@@ -411,8 +416,7 @@ def cc_figures(runs: list[RunRecord], frame: pd.DataFrame, benches: list[BenchRe
             Figure(str(path.relative_to(out)), f"{run.variant}, seed {run.seed}", caption)
         )
 
-    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
-    frame["bench"] = frame.bench.str.replace("_-", "", regex=False)
+    frame = with_bench(frame)
     by_variant: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
         by_variant[run.variant].append(run)
@@ -535,8 +539,7 @@ def gumbel_figures(runs: list[RunRecord], frame: pd.DataFrame, benches: list[Ben
         rest = {k: v for k, v in sorted(run.options.items()) if k not in SAMPLING_OPTIONS}
         kind = "sampled" if run.resolved_options().get("eval_gumbel") else "argmax"
         groups[(json.dumps(rest, sort_keys=True, default=str), run.seed)][kind].append(run)
-    frame = frame.assign(bench=frame.benchmark + "_" + frame.protocol.where(frame.protocol != "", "-"))
-    frame["bench"] = frame.bench.str.replace("_-", "", regex=False)
+    frame = with_bench(frame)
     figures = []
     for (_, seed), members in sorted(groups.items()):
         if not members["sampled"] or len(members["argmax"]) != 1:
