@@ -201,8 +201,9 @@ def apply_lora(model, settings: TrainSettings, modules_to_save: list[str] | None
 
 def enable_gradient_checkpointing(model, use_reentrant: bool = True) -> None:
     """Gradient checkpointing of a transformers model's decoder layers (`activation_checkpointing_enable`,
-    or its older name), re-entrant or not; the input embeddings' output requires grad, so that frozen
-    embeddings (LoRA) still pass the gradient into re-entrant checkpoints."""
+    or its older name), re-entrant or not. transformers also makes the input embeddings' output require
+    grad (`enable_input_require_grads`), so that frozen embeddings (LoRA) still pass the gradient into
+    re-entrant checkpoints."""
     kwargs = {"use_reentrant": use_reentrant}
     enable = getattr(model, "activation_checkpointing_enable", None)
     try:
@@ -212,8 +213,6 @@ def enable_gradient_checkpointing(model, use_reentrant: bool = True) -> None:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     except ValueError as e:  # transformers: "X does not support activation checkpointing"
         raise HarnessError(f"gradient_checkpointing=true: {e}; train with --set gradient_checkpointing=false") from None
-    if hasattr(model, "enable_input_require_grads"):
-        model.enable_input_require_grads()
 
 
 def load_for_training(ctx: TrainContext):

@@ -432,3 +432,16 @@ def test_report_shows_sampled_decisions_against_argmax_and_both_entropies(tmp_pa
     # every language: sampled mean (45 + 55 + 60) / 3 = 53.3 against argmax 50.0
     assert all("3 evaluations" in f.caption and "Mean |sampled mean - argmax| 3.3 points" in f.caption for f in sampled)
     assert all((tmp_path / "report" / f.path).is_file() for f in sampled)
+
+
+def test_lora_adapters_learn_under_reentrant_checkpointing():
+    """Frozen embeddings: re-entrant checkpoints still pass the gradient to every LoRA adapter."""
+    from harness.training import apply_lora
+
+    lm = apply_lora(tiny_lm(), TrainSettings())
+    enable_gradient_checkpointing(lm, use_reentrant=True)
+    lm.train()
+    batch = cc_batch()
+    lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.backward()
+    adapters = {n: p.grad for n, p in lm.named_parameters() if "lora_B" in n}
+    assert adapters and all(g is not None and g.abs().max() > 0 for g in adapters.values())
