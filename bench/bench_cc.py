@@ -22,15 +22,15 @@ from collections.abc import Callable
 
 import torch
 
-from harness.cc.lm import CCLM
-from harness.cc.model import CCModel, CCOptions
-from harness.cc.transform import CCWeights
-from harness.chat import format_prompt
-from harness.data import data_dir, read_jsonl
-from harness.models import load_model, load_tokenizer, resolve_model
-from harness.recipes import RecipeOptions, load_recipe
-from harness.training import SFTDataset, pad_collate
+from harness.core.models import load_model, load_tokenizer, resolve_model
+from harness.data.base import data_dir, read_jsonl
+from harness.data.chat import format_prompt
+from harness.data.recipes import RecipeOptions, load_recipe
+from harness.training.trainer import SFTDataset, pad_collate
 from methods.cc import CCDataset
+from methods.cc.lm import CCLM
+from methods.cc.model import CCModel, CCOptions
+from methods.cc.transform import CCWeights
 
 LANGS = ("fr", "sw", "hi", "zh")
 

@@ -40,11 +40,11 @@ def rss_bytes() -> int:
 def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int, threads: int) -> dict:
     import torch
 
-    from harness.cc.model import CCModel, CCOptions
-    from harness.models import load_model, load_tokenizer, resolve_model
-    from harness.recipes import RecipeOptions, load_recipe
-    from harness.training import SFTDataset, enable_gradient_checkpointing, pad_collate
+    from harness.core.models import load_model, load_tokenizer, resolve_model
+    from harness.data.recipes import RecipeOptions, load_recipe
+    from harness.training.trainer import SFTDataset, enable_gradient_checkpointing, pad_collate
     from methods.cc import CCDataset
+    from methods.cc.model import CCModel, CCOptions
 
     torch.set_num_threads(threads)
     ref = resolve_model("smollm2-135m-instruct")

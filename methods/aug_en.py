@@ -17,7 +17,7 @@ How it differs from the paper's version, where it must:
   and several languages may share one sentence), when it is a copy task (its response is a whole line
   or paragraph of its instruction: the English side of an NTREX "translate into English" example,
   which the recipe itself leaves out for English), and when it overlaps a benchmark test item
-  (`harness.decontam`, like the recipe).
+  (`harness.data.decontam`, like the recipe).
 
 The run keeps the exact data: `<run_dir>/train_data.jsonl` (every example trained on, its `source`
 saying where it came from: `original`, or how it was made) and `<run_dir>/augmentation.json` (counts:
@@ -31,12 +31,12 @@ import logging
 from collections import Counter
 from typing import Any
 
-from harness.data import Example
-from harness.decontam import texts_overlap
-from harness.errors import HarnessError
-from harness.io import atomic_write_json, atomic_write_jsonl
-from harness.training import TrainContext
-from methods.base import register_method
+from harness.core.method import register_method
+from harness.data.base import Example
+from harness.data.decontam import texts_overlap
+from harness.plumbing.errors import HarnessError
+from harness.plumbing.io import atomic_write_json, atomic_write_jsonl
+from harness.training.trainer import TrainContext
 from methods.vanilla import Vanilla
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def is_copy_task(example: Example) -> bool:
 
 def overlapping(examples: list[Example]) -> list[bool]:
     """For each example: does its instruction, response or English instruction overlap a benchmark test
-    item of its language or of English (`harness.decontam.texts_overlap`)?"""
+    item of its language or of English (`harness.data.decontam.texts_overlap`)?"""
     hits = [False] * len(examples)
     by_lang: dict[str, list[int]] = {}
     for i, example in enumerate(examples):
@@ -147,7 +147,7 @@ def load_translations(path: str):
     """The `harness translate` file of a `translations` option, or None when the option is empty."""
     if not path:
         return None
-    from harness.translate import Translations
+    from harness.data.translate import Translations
 
     return Translations.load(path)
 

@@ -37,11 +37,11 @@ from __future__ import annotations
 import logging
 import random
 
-from harness.data import LANGUAGES, Example, check_languages
-from harness.errors import HarnessError
-from harness.training import TrainContext
+from harness.core.method import register_method
+from harness.data.base import LANGUAGES, Example, check_languages
+from harness.plumbing.errors import HarnessError
+from harness.training.trainer import TrainContext
 from methods.aug_en import AugmentedData, load_translations
-from methods.base import register_method
 from methods.vanilla import Vanilla
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def parallel_key(example: Example) -> str | None:
 def parallel_instructions(examples: list[Example], langs: list[str]) -> dict[str, dict[str, str]]:
     """Parallel key -> {language: instruction} from the full `mini-parallel` recipe in `langs`, for the
     keys of `examples` (empty when none of them comes from that recipe)."""
-    from harness.recipes import RecipeOptions, load_recipe
+    from harness.data.recipes import RecipeOptions, load_recipe
 
     keys = {k for k in map(parallel_key, examples) if k is not None}
     langs = [lang for lang in langs if lang != "en"]  # English is each example's own instruction_en

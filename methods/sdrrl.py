@@ -7,7 +7,7 @@ the CC-Tuning paper (`shared/docs/METHOD.md`, "Baselines"). Training is vanilla 
 
 The data, for each non-English example (X instruction q_X, English instruction q_EN, response r):
 - the original (q_X, r); with `keep_original` False no original example (English ones included) is kept;
-- (q_X, a_EN), a_EN the base model's answer to q_EN: chat template (`harness.chat.format_prompt`),
+- (q_X, a_EN), a_EN the base model's answer to q_EN: chat template (`harness.data.chat.format_prompt`),
   batches of `gen_batch_size` left-padded prompts, greedy decoding (or sampling with `temperature`
   when `do_sample`), at most `max_new_tokens` new tokens, special tokens dropped, whitespace stripped;
   an empty answer adds nothing;
@@ -19,7 +19,7 @@ The data, for each non-English example (X instruction q_X, English instruction q
 
 The answers are cached in `<run_dir>/sdrrl_answers.jsonl`, one row per distinct English instruction,
 keyed by the model, the generation settings and the instruction's hash (the example ids that use it are
-stored too). Rows are appended one flushed batch at a time (`harness.translate.ResumableJsonl`): a
+stored too). Rows are appended one flushed batch at a time (`harness.data.translate.ResumableJsonl`): a
 killed run keeps every finished batch, and the resumed run generates only what is missing. English
 instructions come from `instruction_en`, else from a `harness translate --tgt-lang en` file
 (`translations` option); examples with neither are skipped (counted in `augmentation.json`).
@@ -45,12 +45,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.data import Example
-from harness.errors import HarnessError
-from harness.training import TrainContext
-from harness.translate import ResumableJsonl
+from harness.core.method import register_method
+from harness.data.base import Example
+from harness.data.translate import ResumableJsonl
+from harness.plumbing.errors import HarnessError
+from harness.training.trainer import TrainContext
 from methods.aug_en import AugmentedData, english_instruction, load_translations
-from methods.base import register_method
 from methods.vanilla import Vanilla
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,8 @@ def _generate_into(
     import torch
     from tqdm import tqdm
 
-    from harness.chat import format_prompt
-    from harness.models import load_model, load_tokenizer
+    from harness.core.models import load_model, load_tokenizer
+    from harness.data.chat import format_prompt
 
     tokenizer = load_tokenizer(model_ref, trust_remote_code)
     tokenizer.padding_side = "left"  # generation continues every row from its last prompt token

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from harness.training import SFTDataset, TrainContext, load_for_training, run_trainer
-from methods.base import Method, register_method
+from harness.core.method import Method, register_method
+from harness.training.trainer import SFTDataset, TrainContext, load_for_training, run_trainer
 
 log = logging.getLogger(__name__)
 

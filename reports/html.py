@@ -368,7 +368,7 @@ def item_page(task: str, metric: str, runs: list[tuple[RunRecord, list[dict[str,
 
 def write_item_pages(report: Report, out: Path) -> list[ItemPage]:
     """`items/<task>.html` for every task of the report's runs."""
-    from harness.io import atomic_write_text
+    from harness.plumbing.io import atomic_write_text
 
     rank = {v: i for i, v in enumerate(variant_order([r.variant for r in report.runs]))}
     tasks: dict[str, list[RunRecord]] = {}

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.diagnostics import (
+from harness.evaluation.diagnostics import (
     CLASSIFICATION,
     COLLAPSE_SHARE,
     NO_ANSWER_SHARE,
@@ -36,7 +36,7 @@ from harness.diagnostics import (
     has_answers,
     majority_label,
 )
-from harness.errors import HarnessError
+from harness.plumbing.errors import HarnessError
 from reports import plots
 from reports.runs import RunRecord, load_runs, natural_key, variant_order
 from reports.stats import Delta, align, paired_bootstrap
@@ -59,7 +59,7 @@ FLAGS = {
 
 @dataclass
 class CellAnswers:
-    """A variant's answers in one language, over its runs (`harness.diagnostics.AnswerStats` per run)."""
+    """A variant's answers in one language, over its runs (`harness.evaluation.diagnostics.AnswerStats` per run)."""
 
     top_share: float  # mean over runs
     entropy: float  # mean over runs
@@ -634,7 +634,7 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
 def write_csv(report: Report, out: Path) -> list[Path]:
     """`scores.csv` (variant x benchmark x column, baseline rows included, with the cell's flags and answer
     statistics) and `deltas.csv` (with intervals, item counts and why a delta is not significant)."""
-    from harness.io import atomic_write_text
+    from harness.plumbing.io import atomic_write_text
 
     score_rows, delta_rows = [], []
     for bench in report.benches:
@@ -682,8 +682,8 @@ def write_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
     either the previous report or the new one, never a mix (a killed report leaves the old one). An
     existing `out` is replaced only if it is empty or a report this command wrote (it holds
     `.harness-report`): the command never deletes a folder of other files."""
-    from harness import faults
-    from harness.io import atomic_write_text
+    from harness.plumbing import faults
+    from harness.plumbing.io import atomic_write_text
     from reports import html, markdown
 
     out = Path(out)

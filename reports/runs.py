@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from harness.diagnostics import cell_diagnostics
-from harness.errors import HarnessError
-from harness.store import find_runs, read_status
+from harness.core.store import find_runs, read_status
+from harness.evaluation.diagnostics import cell_diagnostics
+from harness.plumbing.errors import HarnessError
 
 # Config keys that never distinguish two variants (seeds are replicates, not variants).
 NOT_VARIANT = ("run_id", "command", "seed", "method", "method_options")
@@ -64,7 +64,7 @@ class RunRecord:
         return json.loads((self.dir / "results" / f"{task}.json").read_text(encoding="utf-8"))
 
     def diagnostics(self, task: str) -> dict[str, Any]:
-        """The cell's baselines and answer statistics (`harness.diagnostics.cell_diagnostics`): as stored
+        """The cell's baselines and answer statistics (`harness.evaluation.diagnostics.cell_diagnostics`): as stored
         with the result, or computed from the samples for results stored before they were."""
         result = self.result(task)
         if "diagnostics" in result or not result.get("protocol"):
@@ -103,7 +103,7 @@ class RunRecord:
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """The fields that define the trained model, minus the seed (config keys of a non-training method
     that do not define its model are ignored)."""
-    from harness.config import RunConfig
+    from harness.core.config import RunConfig
 
     values = {k: v for k, v in config.items() if k not in ("run_id", "command")}
     try:

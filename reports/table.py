@@ -37,7 +37,7 @@ COLUMNS = [
 def load_frame(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """One row per run x task with the task's primary metric (x 100), the run's seed and its variant
     label (`reports.runs.variant_labels`), the cell's baselines (x 100) and answer statistics
-    (`harness.diagnostics`; empty where the task has none). Runs that are not complete are left out and returned as the
+    (`harness.evaluation.diagnostics`; empty where the task has none). Runs that are not complete are left out and returned as the
     second value, so callers can warn about them."""
     runs, skipped = load_runs(paths)
     return frame_of(runs), skipped
@@ -120,7 +120,7 @@ def counts_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_tables(frame: pd.DataFrame, out: Path, skipped: list[str]) -> list[Path]:
     """Write `results.md` and `results.csv` (long format: one row per run x task) into `out`."""
-    from harness.io import atomic_write_text
+    from harness.plumbing.io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     table = flagged_table(frame)

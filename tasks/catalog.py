@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data import data_dir, read_jsonl
-from harness.errors import HarnessError, unknown
+from harness.data.base import data_dir, read_jsonl
+from harness.plumbing.errors import HarnessError, unknown
 from tasks.templates import SIB_PROMPT
 
 TASKS_DIR: Path = Path(__file__).resolve().parent

@@ -15,9 +15,9 @@ import statistics
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.config import RunConfig
-from harness.data import data_dir, read_jsonl
-from harness.models import resolve_model
+from harness.core.config import RunConfig
+from harness.core.models import resolve_model
+from harness.data.base import data_dir, read_jsonl
 
 
 def main() -> None:

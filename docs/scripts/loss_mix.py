@@ -11,9 +11,9 @@ from collections import Counter
 
 from transformers import AutoTokenizer
 
-from harness.config import RunConfig
-from harness.models import resolve_model
-from harness.recipes import RecipeOptions, load_recipe
+from harness.core.config import RunConfig
+from harness.core.models import resolve_model
+from harness.data.recipes import RecipeOptions, load_recipe
 
 
 def main() -> None:

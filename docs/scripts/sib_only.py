@@ -13,7 +13,7 @@ import argparse
 import json
 from collections import Counter
 
-from harness.recipes import RecipeOptions, load_recipe
+from harness.data.recipes import RecipeOptions, load_recipe
 
 
 def main() -> None:

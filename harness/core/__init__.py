@@ -1,0 +1,1 @@
+"""Core: the run configuration, the method protocol and its registry, model loading, the run store."""

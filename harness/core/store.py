@@ -1,0 +1,106 @@
+"""The run store: `runs/<run-id>/` with config, atomic status, model, results and per-item samples.
+
+A run's `status.json` says which phase it reached; results are reported only from runs whose phase
+is `complete`. Per-task results (`results/<task>.json`) are written atomically as each evaluation
+finishes, so an interrupted run resumes with the tasks it still lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.core.config import RunConfig
+from harness.plumbing.errors import HarnessError
+from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml, confined
+from harness.training import distributed
+
+PHASES = ("created", "data", "training", "trained", "evaluating", "complete", "failed")
+
+
+class Run:
+    def __init__(self, root: Path, config: RunConfig) -> None:
+        self.config = config
+        self.id = config.run_id
+        self.dir = Path(root) / self.id
+
+    # -- layout -----------------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.dir / "results"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.dir / "samples"
+
+    # -- status -----------------------------------------------------------------------------------
+    # Only the main process of a data-parallel launch writes (`harness.training.distributed`); the others read.
+    def init(self, command: str) -> None:
+        if not distributed.is_main():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.dir / "config.yaml"
+        if not cfg_path.exists():
+            atomic_write_yaml(cfg_path, {"run_id": self.id, "command": command, **self.config.to_dict()})
+        if not (self.dir / "status.json").exists():
+            self.set_phase("created")
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.dir)
+
+    def set_phase(self, phase: str, **extra: Any) -> None:
+        assert phase in PHASES, phase
+        if not distributed.is_main():
+            return
+        status = {**self.status(), **extra, "phase": phase, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_json(self.dir / "status.json", status)
+
+    def is_trained(self) -> bool:
+        # The model folder is renamed into place only once training has finished.
+        return (self.model_dir / "config.json").is_file()
+
+    # -- results ----------------------------------------------------------------------------------
+    def stored_result(self, task: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        path = confined(self.dir, "results", f"{task}.json")
+        if not path.is_file():
+            return None
+        result = json.loads(path.read_text(encoding="utf-8"))
+        return result if result.get("key") == key else None
+
+    def save_result(self, task: str, result: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+        if not distributed.is_main():
+            return
+        # Samples first, then the result: a result file exists only with its samples beside it.
+        atomic_write_jsonl(confined(self.dir, "samples", f"{task}.jsonl"), samples)
+        atomic_write_json(confined(self.dir, "results", f"{task}.json"), result)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "status.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise HarnessError(f"{path}: corrupt status file; delete the run folder to redo it") from None
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    """Run folders named directly or found one level below the given folders (e.g. `runs/`)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.yaml").is_file():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(q for q in p.iterdir() if (q / "config.yaml").is_file()))
+        else:
+            raise HarnessError(f"{p}: no such run folder")
+    if not found:
+        raise HarnessError(f"no runs found in {', '.join(paths)} (a run folder holds config.yaml)")
+    return found

@@ -1,0 +1,1 @@
+"""Plumbing: errors, atomic file writes, registries, named fault points. Imports nothing else of ours."""

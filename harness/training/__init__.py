@@ -1,0 +1,1 @@
+"""Training: settings and profiles, the transformers Trainer loop, data-parallel helpers."""
