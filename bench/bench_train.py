@@ -49,7 +49,7 @@ def train_flops_per_token(model, context: float) -> float:
 
 
 def run_harness(ref: str, examples, settings, seed: int) -> tuple[float, float]:
-    from harness.training.trainer import TrainContext
+    from harness.training.settings import TrainContext
     from methods import METHODS
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +100,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     from harness.core.models import load_model, load_tokenizer, resolve_model
     from harness.data.recipes import RecipeOptions, load_recipe
-    from harness.training.trainer import PROFILES, SFTDataset, TrainSettings
+    from harness.training.settings import PROFILES, TrainSettings
+    from harness.training.trainer import SFTDataset
 
     ref = resolve_model("smollm2-135m-instruct")
     examples = load_recipe("mini-parallel", RecipeOptions(langs=("en", "sw", "hi", "zh"), per_lang=args.examples // 4))

@@ -36,7 +36,7 @@ from harness.data.base import Example
 from harness.data.decontam import texts_overlap
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl
-from harness.training.trainer import TrainContext
+from harness.training.settings import TrainContext
 from methods.vanilla import Vanilla
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ import random
 from harness.core.method import register_method
 from harness.data.base import LANGUAGES, Example, check_languages
 from harness.plumbing.errors import HarnessError
-from harness.training.trainer import TrainContext
+from harness.training.settings import TrainContext
 from methods.aug_en import AugmentedData, load_translations
 from methods.vanilla import Vanilla
 

@@ -49,7 +49,7 @@ from harness.core.method import register_method
 from harness.data.base import Example
 from harness.data.translate import ResumableJsonl
 from harness.plumbing.errors import HarnessError
-from harness.training.trainer import TrainContext
+from harness.training.settings import TrainContext
 from methods.aug_en import AugmentedData, english_instruction, load_translations
 from methods.vanilla import Vanilla
 

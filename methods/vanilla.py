@@ -8,10 +8,10 @@ the `lora` training setting).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from harness.core.method import Method, register_method
-from harness.training.trainer import SFTDataset, TrainContext, load_for_training, run_trainer
+from harness.core.method import Method, checkpoint_owner, register_method
+from harness.training.settings import TrainContext
+from harness.training.trainer import SFTDataset, load_for_training, run_trainer
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ class NoTraining(Method):
         return None
 
     def make_lm(self, checkpoint: str, **lm_kwargs):
-        """A CC-Tuning checkpoint (it holds `cc.safetensors`) is evaluated with its connection active."""
-        if (Path(checkpoint) / "cc.safetensors").is_file():
-            from methods import METHODS
-
-            return METHODS.get("cc")().make_lm(checkpoint, **lm_kwargs)
+        """A checkpoint a method owns (CC-Tuning's holds `cc.safetensors`) is evaluated with that method's
+        evaluator at its default options; any other with lm-eval's `HFLM`."""
+        owner = checkpoint_owner(checkpoint)
+        if owner is not None and owner is not type(self):
+            return owner().make_lm(checkpoint, **lm_kwargs)
         return super().make_lm(checkpoint, **lm_kwargs)

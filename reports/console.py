@@ -8,7 +8,7 @@ import math
 
 from tabulate import tabulate
 
-from reports.report import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
 from reports.stats import Delta
 
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-from reports.report import AVG, AVG_NON_EN, BASELINE_ROWS, FLAGS, REFERENCES, BenchReport, ItemPage, Report
+from harness.plumbing.io import atomic_write_text
+from reports.benches import AVG, AVG_NON_EN, BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from reports.report import ItemPage, Report
 from reports.runs import RunRecord, variant_order
 from reports.stats import Delta
 
@@ -368,8 +370,6 @@ def item_page(task: str, metric: str, runs: list[tuple[RunRecord, list[dict[str,
 
 def write_item_pages(report: Report, out: Path) -> list[ItemPage]:
     """`items/<task>.html` for every task of the report's runs."""
-    from harness.plumbing.io import atomic_write_text
-
     rank = {v: i for i, v in enumerate(variant_order([r.variant for r in report.runs]))}
     tasks: dict[str, list[RunRecord]] = {}
     for run in sorted(report.runs, key=lambda r: (rank[r.variant], r.seed, r.name)):

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from reports.report import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport, Report
+from reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from reports.report import Report
 
 
 def cell(value: Any) -> str:

@@ -1,26 +1,34 @@
 """The report's figures (matplotlib, Agg backend, PNG). Each function draws one figure from plain data
-and writes it to `path`; none of them reads the run store."""
+and writes it to `path`; none of them reads the run store. matplotlib is imported on the first figure
+(`_pyplot`), so that importing this module (as methods' figure builders do) costs nothing."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 DPI = 100
+
+
+@functools.cache
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight": legends placed outside the axes fit
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -36,7 +44,7 @@ def language_bars(
     n = max(len(series), 1)
     width = 0.8 / n
     x = np.arange(len(langs))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(langs) * max(n, 2) / 2 + 2), 3.6))
+    fig, ax = _pyplot().subplots(figsize=(max(6.0, 0.55 * len(langs) * max(n, 2) / 2 + 2), 3.6))
     for i, (label, (means, spreads)) in enumerate(series.items()):
         means_arr = np.asarray(means, float)
         spread_arr = np.asarray(spreads, float)
@@ -60,7 +68,7 @@ def layer_choice(
     """The Decision Maker's layer choices: share of examples per source layer over training and over
     the evaluation prompts, and the per-step choices over training as a heat map (steps x layers)."""
     panels = 3 if per_step else 2
-    fig, axes = plt.subplots(1, panels, figsize=(2.9 * panels, 2.3))
+    fig, axes = _pyplot().subplots(1, panels, figsize=(2.9 * panels, 2.3))
     for ax, hist, name in (
         (axes[0], train_hist, "training steps"),
         (axes[1], eval_hist, "evaluation prompts"),
@@ -116,7 +124,7 @@ def against(
 ) -> Path:
     """Lines of y against x (error bars: half the range over seeds), with horizontal reference lines
     (e.g. the Decision Maker, vanilla SFT)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = _pyplot().subplots(figsize=(6.4, 3.6))
     for curve in curves:
         order = np.argsort(curve.x)
         x = np.asarray(curve.x, float)[order]
@@ -153,7 +161,7 @@ def seed_spread(
 ) -> Path:
     """Per language: each sampled evaluation's score (dots), their mean (bar) and a reference score
     (diamond), e.g. the sampled Decision Maker over evaluation seeds against the argmax one."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(langs) + 1.5), 3.2))
+    fig, ax = _pyplot().subplots(figsize=(max(4.0, 0.55 * len(langs) + 1.5), 3.2))
     x = np.arange(len(langs))
     values = np.asarray(samples, float)  # (n, langs)
     for row in values:
@@ -171,7 +179,7 @@ def seed_spread(
 
 def loss_curves(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> Path:
     """Training loss against the optimizer step, one line per run."""
-    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    fig, ax = _pyplot().subplots(figsize=(7.0, 3.8))
     for i, (label, (steps, losses)) in enumerate(curves.items()):
         ax.plot(steps, losses, label=label, color=f"C{i % 10}", linestyle="-" if i < 10 else "--")
     ax.set_xlabel("step")
@@ -198,9 +206,9 @@ def answer_distribution(
     cols = min(len(panels), 4) or 1
     grid_rows = -(-len(panels) // cols) or 1
     height = max(len(rows) for rows in panels.values()) if panels else 1
-    fig, axes = plt.subplots(grid_rows, cols, figsize=(3.4 * cols + 1.5, (0.32 * height + 0.9) * grid_rows),
+    fig, axes = _pyplot().subplots(grid_rows, cols, figsize=(3.4 * cols + 1.5, (0.32 * height + 0.9) * grid_rows),
                              squeeze=False, sharex=True)  # fmt: skip
-    colors = plt.get_cmap("tab10").colors
+    colors = _pyplot().get_cmap("tab10").colors
     for ax, (lang, rows) in zip(axes.flat, panels.items(), strict=False):
         names = [name for name, _ in rows]
         y = np.arange(len(rows))[::-1]

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from harness.core.config import RunConfig
+from harness.core.method import METHODS
 from harness.core.store import find_runs, read_status
 from harness.evaluation.diagnostics import cell_diagnostics
 from harness.plumbing.errors import HarnessError
@@ -54,8 +56,6 @@ class RunRecord:
 
     def resolved_options(self) -> dict[str, Any]:
         """The method's options with defaults filled in (as chosen when the method is unknown)."""
-        from methods import METHODS
-
         if self.method in METHODS:
             return {**METHODS.get(self.method).defaults, **self.options}
         return self.options
@@ -103,8 +103,6 @@ class RunRecord:
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """The fields that define the trained model, minus the seed (config keys of a non-training method
     that do not define its model are ignored)."""
-    from harness.core.config import RunConfig
-
     values = {k: v for k, v in config.items() if k not in ("run_id", "command")}
     try:
         identity = RunConfig.from_dict(values, "config.yaml").identity()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.plumbing.io import atomic_write_text
 from reports.runs import RunRecord, load_runs
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,6 @@ def counts_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_tables(frame: pd.DataFrame, out: Path, skipped: list[str]) -> list[Path]:
     """Write `results.md` and `results.csv` (long format: one row per run x task) into `out`."""
-    from harness.plumbing.io import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     table = flagged_table(frame)
     md = ["# Per-language results", "", "Scores x 100 (accuracy, or ROUGE-L F1 for xlsum), one row per run; "

@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.data.base import data_dir
     from harness.evaluation.evaluate import resolve_tasks
     from harness.orchestration.pipeline import execute
-    from harness.training.trainer import default_profile, resolve_settings
+    from harness.training.settings import default_profile, resolve_settings
     from methods import METHODS
 
     v = _merged(args, RUN_DEFAULTS)
@@ -172,7 +172,7 @@ def print_table(run_dirs: list[str], tasks: list[str] | None = None) -> None:
     """Per benchmark: chance and majority rows, every variant's scores with their flags, the most
     frequent answers and the deltas with intervals (`reports.console`), for `tasks` (default: all)."""
     from reports import console
-    from reports.report import build_benches
+    from reports.benches import build_benches
     from reports.runs import load_runs
     from reports.table import frame_of
 
@@ -265,7 +265,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports.report import write_report
+    from reports.write import write_report
 
     report, paths = write_report(args.runs, Path(args.out), iters=args.bootstrap)
     from reports import console
@@ -287,7 +287,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     result = run_sweep(sweep)
     if args.report:
-        from reports.report import write_report
+        from reports.write import write_report
 
         report, paths = write_report([str(d) for d in result.run_dirs], Path(args.report))
         print(f"wrote {paths[0]}")

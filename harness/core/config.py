@@ -10,37 +10,10 @@ from typing import Any
 
 import yaml
 
+from harness.core.method import METHODS
+from harness.data.base import Example
+from harness.data.recipes import RecipeOptions, load_recipe
 from harness.plumbing.errors import HarnessError, unknown
-
-
-def typed_like(value: Any, default: Any) -> Any:
-    """`value` as the type of `default` (bool, str, int or float), for options given on the command line
-    or in YAML files. Numbers may come as text: YAML 1.1 (PyYAML) reads `3e-4` as a string, since its
-    floats need a dot (`3.0e-4`). Raises ValueError naming the expected kind."""
-    kind = type(default)
-    if kind is bool or kind is str:
-        if isinstance(value, kind):
-            return value
-    elif kind in (int, float) and not isinstance(value, bool):
-        try:
-            number = float(value)
-            if kind is float:
-                return number
-            if number == int(number):
-                return int(number)
-        except (TypeError, ValueError, OverflowError):
-            pass
-    else:
-        return value
-    raise ValueError({bool: "true or false", str: "text", int: "a whole number", float: "a number"}[kind])
-
-# Method options that are evaluation-time choices: they do not change the trained weights, only what is
-# fitted after training (CC-Tuning's W_T) or how the checkpoint is evaluated. A run that differs from
-# another only in these shares that run's trained model (`RunConfig.training_config`).
-EVAL_TIME_OPTIONS: dict[str, frozenset[str]] = {
-    "cc": frozenset({"wt_samples", "wt_source", "wt_per_language", "use_wt", "eval_gumbel", "eval_seed"}),
-}
-
 
 # The options of `harness run` (also the keys of a --config or sweep file) and their defaults.
 RUN_OPTIONS: dict[str, Any] = {
@@ -83,8 +56,6 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the checkpoint (a method that does not train depends on the model only)."""
-        from methods import METHODS
-
         if not METHODS.get(self.method).trains:
             return {"method": self.method, "model": self.model, "method_options": self.method_options}
         return asdict(self)
@@ -95,8 +66,8 @@ class RunConfig:
         return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
     def eval_options(self) -> dict[str, Any]:
-        """The chosen method options that are evaluation-time choices (`EVAL_TIME_OPTIONS`)."""
-        names = EVAL_TIME_OPTIONS.get(self.method, frozenset())
+        """The chosen method options that are evaluation-time choices (`Method.eval_options`)."""
+        names = METHODS.get(self.method).eval_options
         return {k: v for k, v in self.method_options.items() if k in names}
 
     def training_config(self) -> RunConfig:
@@ -114,6 +85,16 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def training_examples(self) -> list[Example]:
+        """The examples this run trains on: its recipe, languages, per-language limit and seed."""
+        options = RecipeOptions(
+            langs=tuple(self.train_langs) if self.train_langs else None,
+            per_lang=self.train_limit,
+            seed=self.seed,
+            path=self.recipe_path,
+        )
+        return load_recipe(self.recipe, options)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str) -> RunConfig:

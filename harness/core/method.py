@@ -2,19 +2,33 @@
 
 A method is a class registered by name. It declares its options (with defaults), may transform the
 training examples (data-level methods), trains a checkpoint through `harness.training.trainer.run_trainer`,
-and may provide the lm-eval model used to evaluate that checkpoint (plain `HFLM` by default).
+and may provide everything the rest of the harness asks of a method, so that the core never names one:
+
+- `eval_options`: options that only change evaluation (or what is fitted after training); runs that
+  differ only in them share one trained model (`RunConfig.training_config`);
+- `make_lm`: the lm-eval model that evaluates its checkpoint (plain `HFLM` by default), and
+  `owns_checkpoint`: whether a checkpoint folder is one of its own (so `harness eval` of a bare folder
+  picks its evaluator);
+- `share_model`: how another run's trained model is reused for this run's options (hard links by
+  default);
+- `check_settings` and `plan_notes`: refusals and dry-run lines about the training settings;
+- `report_figures`: the figures `harness report` draws for its runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.core.config import typed_like
-from harness.data.base import Example
 from harness.plumbing.errors import HarnessError, unknown
+from harness.plumbing.io import link_tree
 from harness.plumbing.registry import Registry
-from harness.training.trainer import TrainContext, TrainSettings
+from harness.plumbing.values import typed_like
+
+if TYPE_CHECKING:
+    from harness.core.config import RunConfig
+    from harness.data.base import Example
+    from harness.training.settings import TrainContext, TrainSettings
 
 METHODS: Registry[type[Method]] = Registry("method")
 
@@ -35,6 +49,9 @@ class Method:
     defaults: ClassVar[dict[str, Any]] = {}  # option name -> default value (its type is the option's type)
     trains: ClassVar[bool] = True  # False for `none` (the zero-shot base model)
     requires_english: ClassVar[bool] = False  # every example needs `instruction_en`
+    # Options that do not change the trained weights, only what is fitted after training or how the
+    # checkpoint is evaluated: a run differing from another only in these shares its trained model.
+    eval_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any) -> None:
         self.options = self.resolve_options(options)
@@ -69,8 +86,9 @@ class Method:
     def check_settings(self, settings: TrainSettings) -> None:
         """Refuse, with one line, training settings this method cannot honour (checked before any work)."""
 
-    def plan_notes(self, settings: TrainSettings, tokenizer=None) -> list[str]:
-        """Lines the dry-run plan prints about this method's choices (`tokenizer`: None when not at hand)."""
+    def plan_notes(self, settings: TrainSettings, tokenizer=None, model_config=None) -> list[str]:
+        """Lines the dry-run plan prints about this method's choices (`tokenizer`: None when not at hand;
+        `model_config`: the base model's text config, e.g. for the size of the method's own parameters)."""
         return []
 
     def prepare_examples(self, examples: list[Example], ctx: TrainContext) -> list[Example]:
@@ -86,6 +104,34 @@ class Method:
 
         return HFLM(pretrained=checkpoint, **lm_kwargs)
 
+    @classmethod
+    def owns_checkpoint(cls, folder: Path) -> bool:
+        """Whether `folder` is a checkpoint of this method that needs this method's evaluator (a plain
+        Hugging Face checkpoint belongs to no method)."""
+        return False
+
+    def share_model(self, source: Path, run_dir: Path, model_dir: Path, cfg: RunConfig) -> None:
+        """Give this run the model trained in the run folder `source` (same training config, other
+        evaluation-time options): fill the new, empty `model_dir` and write any of the method's own run
+        files into `run_dir`. Default: hard-link the trained model as it is."""
+        link_tree(source / "model", model_dir)
+
+    @classmethod
+    def report_figures(cls, ctx: Any) -> dict[str, list[Any]]:
+        """Figures of this method's runs for `harness report`: section title -> `reports.figures.Figure`s.
+        `ctx` is a `reports.figures.FigureContext` (the runs, their scores, the benchmark tables and the
+        folder to draw into); drawn only when the report holds runs of this method."""
+        return {}
+
     def checkpoint(self, run_dir: Path, base_model: str) -> str:
         """The checkpoint to evaluate: the trained model, or the base model for methods that don't train."""
         return str(run_dir / "model") if self.trains else base_model
+
+
+def checkpoint_owner(folder: str | Path) -> type[Method] | None:
+    """The registered method whose own checkpoint `folder` is (`Method.owns_checkpoint`), if any."""
+    for name in METHODS:
+        cls = METHODS.get(name)
+        if cls.owns_checkpoint(Path(folder)):
+            return cls
+    return None

@@ -28,13 +28,8 @@ from urllib.parse import urlparse
 from harness.core.config import EvalConfig, RunConfig
 from harness.evaluation.evaluate import TaskRef
 from harness.plumbing.errors import HarnessError
-from harness.training.trainer import (
-    TrainContext,
-    TrainSettings,
-    batch_layout,
-    latest_checkpoint,
-    training_arguments,
-)
+from harness.training.settings import TrainContext, TrainSettings, batch_layout
+from harness.training.trainer import latest_checkpoint, training_arguments
 
 MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "model_configs"
 
@@ -283,19 +278,14 @@ def plan_lines(
     params = sum(p.numel() for p in model.parameters())
     lines.append(f"model: {first.model} (config: {source}): {text.model_type}, {text.num_hidden_layers} layers, "
                  f"hidden {text.hidden_size}, vocab {_int(text.vocab_size)}")  # fmt: skip
-    extra = ""
-    if any(c.method == "cc" for c in configs):
-        extra = f"; cc adds its Decision Maker ({_int(text.hidden_size * text.num_hidden_layers)})"
-    lines.append(f"parameters: {_int(params)} ({_count(params)}), built on the meta device{extra}")
+    lines.append(f"parameters: {_int(params)} ({_count(params)}), built on the meta device")
 
     training = [c for c in configs if METHODS.get(c.method).trains]
     if not training:
         lines.append("training: none (no method trains)")
         return lines
-    from harness.orchestration.pipeline import load_examples
-
     settings = TrainSettings.from_dict(first.train)
-    examples = load_examples(training[0])
+    examples = training[0].training_examples()
     counts = Counter(ex.lang for ex in examples)
     seeds = sorted({c.seed for c in training})
     lines.append(f"training data: recipe {first.recipe}, {_int(len(examples))} examples in {len(counts)} languages "
@@ -327,7 +317,7 @@ def plan_lines(
     for cfg in training:
         method = METHODS.get(cfg.method)(**cfg.method_options)
         method.check_settings(settings)
-        for note in method.plan_notes(settings, tokenizer):
+        for note in method.plan_notes(settings, tokenizer, text):
             if note not in seen_methods:
                 seen_methods.add(note)
                 lines.append(note)

@@ -3,10 +3,11 @@
 Every step is skipped when its output is already in the store, so re-running an identical command
 reuses finished work and resumes unfinished work.
 
-A run that differs from another only in evaluation-time method options (CC-Tuning's `wt_samples`,
-`use_wt`, ...: `harness.core.config.EVAL_TIME_OPTIONS`) does not train: the model is trained (or reused) in
-the folder of its training config (`RunConfig.training_id`), hard-linked into the run's own `model/`,
-and W_T is refitted there when the run's fit options differ. A sweep over M trains once.
+A run that differs from another only in evaluation-time method options (`Method.eval_options`, e.g.
+CC-Tuning's `wt_samples`, `use_wt`) does not train: the model is trained (or reused) in the folder of
+its training config (`RunConfig.training_id`) and handed to the run's own `model/` by the method
+(`Method.share_model`: hard links; CC-Tuning refits W_T there when the run's fit options differ). A sweep
+over M trains once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.config import EvalConfig, RunConfig
+from harness.core.method import METHODS
 from harness.core.models import check_same_model, resolve_model
 from harness.core.store import Run
 from harness.evaluation.cache import CachedLM, ResponseCache, checkpoint_fingerprint
@@ -31,24 +33,12 @@ from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json
 from harness.training import distributed
-from harness.training.trainer import TrainContext, TrainSettings
+from harness.training.settings import TrainContext, TrainSettings
 
 log = logging.getLogger(__name__)
 
 # Evaluation requests are computed and cached this many batches at a time (the most a kill can lose).
 EVAL_CHUNK_BATCHES = 16
-
-
-def load_examples(cfg: RunConfig):
-    from harness.data.recipes import RecipeOptions, load_recipe
-
-    options = RecipeOptions(
-        langs=tuple(cfg.train_langs) if cfg.train_langs else None,
-        per_lang=cfg.train_limit,
-        seed=cfg.seed,
-        path=cfg.recipe_path,
-    )
-    return load_recipe(cfg.recipe, options)
 
 
 def train_run(run: Run, method, base_model: str) -> None:
@@ -57,7 +47,7 @@ def train_run(run: Run, method, base_model: str) -> None:
     if not method.trains or run.is_trained():
         return
     run.set_phase("data")
-    examples = load_examples(cfg)
+    examples = cfg.training_examples()
     method.check_examples(examples)
     counts = Counter(ex.lang for ex in examples)
     if distributed.is_main():
@@ -123,72 +113,17 @@ def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: E
     return results
 
 
-# CC-Tuning options that change the fitted W_T (the others of EVAL_TIME_OPTIONS only change evaluation).
-WT_FIT_OPTIONS = ("wt_samples", "wt_source", "wt_per_language")
-CC_FILES = ("cc.safetensors", "cc.json")
-
-
-def link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
-    """Hard-link every file of `src` into `dst` (copy where the file system cannot link), except `skip`.
-    Linked files must never be written in place: replace them (write + rename) instead."""
-    for path in sorted(src.rglob("*")):
-        if path.is_dir() or path.name in skip:
-            continue
-        target = dst / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
-
-
-def refit_transform(cfg: RunConfig, method, model_dir: Path, source_dir: Path) -> dict[str, Any]:
-    """Fit W_T with the trained checkpoint in `model_dir` for this run's fit options and write
-    `cc.safetensors` + `cc.json` there (the Decision Maker comes from the training run's `source_dir`).
-    Returns the fit's summary."""
-    from harness.core.models import load_model, load_tokenizer
-    from methods.cc.transform import CCWeights, fit_transform, load_cc, save_cc
-
-    trained = load_cc(source_dir)
-    pairs = method.transform_pairs(load_examples(cfg))
-    tokenizer = load_tokenizer(str(model_dir), cfg.trust_remote_code)
-    model = load_model(str(model_dir), trust_remote_code=cfg.trust_remote_code)
-    fit = fit_transform(
-        model,
-        tokenizer,
-        pairs,
-        method.options["wt_samples"],
-        cfg.seed,
-        per_language=method.options["wt_per_language"],
-        source=method.options["wt_source"],
-        batch_size=TrainSettings.from_dict(cfg.train).per_device_batch_size,
-        rst=trained.options.get("rst", "last"),  # as the model was trained
-    )
-    weights = CCWeights(
-        decision_maker=trained.decision_maker,
-        transform_matrix=fit.transform_matrix,
-        per_language=fit.per_language_matrices,
-        options=trained.options,
-        transform=fit.summary(),
-    )
-    save_cc(model_dir, weights)
-    return fit.summary()
-
-
 def share_trained_model(run: Run, source: Run, method) -> None:
-    """Give `run` the trained model of `source` (a run of the same training config): its files
-    hard-linked into `run.model_dir`, W_T refitted when the run's W_T fit options differ from the
-    defaults the training run fitted with, and the training log and artifacts copied alongside."""
+    """Give `run` the trained model of `source` (a run of the same training config): the method fills a
+    fresh model folder from it (`Method.share_model`: hard links, refitting what its options change),
+    which is renamed into place only when complete; the training log and data stats are copied alongside."""
     if run.is_trained():
         return
-    cls = type(method)
-    refit = any(method.options[k] != cls.defaults[k] for k in WT_FIT_OPTIONS if k in cls.defaults)
     run.set_phase("training", training_run=source.id)
-    log.info("%s: model of %s%s", run.id, source.id, ", refitting W_T" if refit else "")
+    log.info("%s: the trained model of %s", run.id, source.id)
     tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=run.dir))
     try:
-        link_tree(source.model_dir, tmp, skip=CC_FILES if refit else ())
-        summary = refit_transform(run.config, method, tmp, source.model_dir) if refit else None
+        method.share_model(source.dir, run.dir, tmp, run.config)
         if run.model_dir.exists():
             shutil.rmtree(run.model_dir)
         os.replace(tmp, run.model_dir)
@@ -198,13 +133,6 @@ def share_trained_model(run: Run, source: Run, method) -> None:
     for name in ("train_log.jsonl", "data.json"):
         if (source.dir / name).is_file():
             shutil.copyfile(source.dir / name, run.dir / name)
-    artifacts = source.dir / "cc_artifacts.json"
-    if artifacts.is_file():
-        values = json.loads(artifacts.read_text(encoding="utf-8"))
-        values["options"] = method.options
-        if summary is not None:
-            values["transform"] = summary
-        atomic_write_json(run.dir / "cc_artifacts.json", values)
     run.set_phase("trained", training_run=source.id, data_stats=source.status().get("data_stats", {}))
 
 
@@ -223,8 +151,6 @@ def execute(
     """Train (or reuse) the run's model, then evaluate it. `train_only` stops after training: what every
     process of a data-parallel launch does before the main process evaluates alone (`harness.training.distributed`);
     a model shared from another run's folder is linked (and W_T refitted) in the evaluation pass."""
-    from methods import METHODS
-
     method = METHODS.get(cfg.method)(**cfg.method_options)
     run = Run(runs_root, cfg)
     run.init(command)

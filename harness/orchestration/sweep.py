@@ -121,7 +121,7 @@ def _check_keys(values: dict[str, Any], valid: list[str], where: str) -> None:
 def run_command(cfg: RunConfig, ecfg: EvalConfig, output: Path, sweep_path: Path) -> str:
     """The `harness run` command that reproduces one point of a sweep: training settings that differ
     from the profile's as `--set`, the resolved task names."""
-    from harness.training.trainer import PROFILES
+    from harness.training.settings import PROFILES
 
     args = ["harness", "run", "--method", cfg.method, "--model", cfg.model, "--recipe", cfg.recipe]
     if cfg.recipe_path:
@@ -151,7 +151,7 @@ def run_command(cfg: RunConfig, ecfg: EvalConfig, output: Path, sweep_path: Path
 def _block_runs(values: dict[str, Any], where: str) -> list[SweepRun]:
     """The runs of one grid block (`values`: the shared options merged with the block's)."""
     from harness.evaluation.evaluate import resolve_tasks
-    from harness.training.trainer import default_profile, resolve_settings
+    from harness.training.settings import default_profile, resolve_settings
     from methods import METHODS
 
     seeds = values["seeds"] if values["seeds"] is not None else values["seed"]

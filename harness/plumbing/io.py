@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -70,3 +71,17 @@ def confined(root: Path, *parts: str) -> Path:
     if not path.resolve().is_relative_to(base):
         raise HarnessError(f"{path}: leads outside {root} (a symlink?); refusing to write there")
     return path
+
+
+def link_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+    """Hard-link every file of `src` into `dst` (copy where the file system cannot link), except the files
+    named in `skip`. Linked files must never be written in place: replace them (write + rename) instead."""
+    for path in sorted(Path(src).rglob("*")):
+        if path.is_dir() or path.name in skip:
+            continue
+        target = Path(dst) / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)

@@ -13,104 +13,22 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from harness.core.config import typed_like
 from harness.core.models import check_same_model
 from harness.data.base import Example
 from harness.data.chat import encode_example
 from harness.plumbing import faults
-from harness.plumbing.errors import HarnessError, unknown
+from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_text
 from harness.training import distributed
+from harness.training.settings import TrainContext, TrainSettings, batch_layout
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Training hyper-parameters. Defaults are the CC-Tuning paper's (full fine-tuning, lr 1e-5, cosine,
-    warm-up 0.1, 3 epochs, batch 16, bf16, cutoff 1024); `PROFILES["cpu"]` scales them down."""
-
-    epochs: float = 3.0
-    learning_rate: float = 1e-5
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    batch_size: int = 16  # effective batch: per_device_batch_size x gradient accumulation x processes
-    per_device_batch_size: int = 4
-    max_length: int = 1024
-    bf16: bool = True
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    logging_steps: int = 5
-    save_steps: int = 100
-    max_steps: int = -1  # > 0 overrides epochs (for smoke tests)
-    # recompute each decoder layer's activations in the backward pass instead of storing them, as the
-    # paper's runs did (LLaMA-Factory's default); re-entrant (torch's `use_reentrant=True`) as there
-    gradient_checkpointing: bool = True
-    gradient_checkpointing_reentrant: bool = True
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "training settings") -> TrainSettings:
-        defaults = {f.name: f.default for f in fields(cls)}
-        for key in values:
-            if key not in defaults:
-                raise unknown("training setting", key, defaults, where)
-        return cls(**{key: _typed(key, value, defaults[key], where) for key, value in values.items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _typed(key: str, value: Any, default: Any, where: str) -> Any:
-    try:
-        return typed_like(value, default)
-    except ValueError as e:
-        raise HarnessError(f"training setting {key}={value!r} in {where}: expected {e} (default: {default})") from None
-
-
-# The paper's setting targets 7-8B models on GPUs; the CPU profile makes the default model learn in
-# minutes on 2 cores: two epochs, a higher learning rate for a 135M model, no gradient checkpointing (a
-# 135M model's activations fit; bench/RESULTS.md has its cost), and a 512-token cutoff
-# (the English-centric tokenizer needs ~190 tokens for a Hindi SIB-200 prompt and ~370 for a Telugu
-# one, against ~90 for English: a shorter cutoff silently drops whole languages). Dropped and truncated
-# examples are counted per language in the run's data stats.
-PROFILES: dict[str, TrainSettings] = {
-    "paper": TrainSettings(),
-    "cpu": TrainSettings(epochs=2.0, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, max_length=512,
-                         gradient_checkpointing=False),
-}
-
-
-def default_profile() -> str:
-    return "paper" if torch.cuda.is_available() else "cpu"
-
-
-@dataclass
-class TrainContext:
-    """What a method receives to train: the base model, the examples, and where to write."""
-
-    base_model: str  # a loadable reference: local checkpoint folder or Hub id
-    examples: list[Example]
-    settings: TrainSettings
-    seed: int
-    run_dir: Path  # checkpoints go to run_dir/checkpoints, the log to run_dir/train_log.jsonl
-    output_dir: Path  # the final checkpoint (run_dir/model)
-    trust_remote_code: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def log_path(self) -> Path:
-        return self.run_dir / "train_log.jsonl"
 
 
 class SFTDataset(Dataset):
@@ -277,20 +195,6 @@ def latest_checkpoint(folder: Path) -> str | None:
     return str(max(ckpts, key=lambda p: int(p.name.split("-")[1]))) if ckpts else None
 
 
-def batch_layout(settings: TrainSettings, world_size: int = 1) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation steps) whose product with `world_size` is exactly the
-    effective `batch_size`; the per-device batch is lowered when the processes would exceed it (the paper's
-    batch 16 on 8 GPUs: 2 per device, no accumulation)."""
-    per_device = min(settings.per_device_batch_size, max(1, settings.batch_size // world_size))
-    accum, rest = divmod(settings.batch_size, per_device * world_size)
-    if accum < 1 or rest:
-        raise HarnessError(
-            f"batch_size {settings.batch_size} is not a multiple of per_device_batch_size x processes "
-            f"({per_device} x {world_size}); choose values with --set batch_size=N --set per_device_batch_size=N"
-        )
-    return per_device, accum
-
-
 def training_arguments(ctx: TrainContext, world_size: int = 1):
     from transformers import TrainingArguments
 
@@ -423,9 +327,3 @@ def drop_tied_copies(model, state_dict: dict) -> dict:
     every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     first = {name for name, _ in model.named_parameters()}
     return {k: v for k, v in state_dict.items() if k not in every - first}
-
-
-def resolve_settings(profile: str, overrides: dict[str, Any]) -> TrainSettings:
-    if profile not in PROFILES:
-        raise unknown("training profile", profile, PROFILES, "--profile")
-    return TrainSettings.from_dict({**PROFILES[profile].to_dict(), **overrides}, where="--set / config")

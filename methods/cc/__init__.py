@@ -14,10 +14,11 @@ from methods.cc.model import CCModel, CCOptions
 from methods.cc.transform import (
     CCWeights,
     Pair,
+    fit_and_save,
     fit_transform,
-    fit_transform_for_checkpoint,
     fit_transform_matrix,
     load_cc,
+    refit_checkpoint,
     save_cc,
 )
 
@@ -35,7 +36,8 @@ __all__ = [
     "decoder_layers",
     "feed_forward",
     "fit_transform",
-    "fit_transform_for_checkpoint",
+    "fit_and_save",
+    "refit_checkpoint",
     "fit_transform_matrix",
     "load_cc",
     "save_cc",

@@ -50,33 +50,32 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from harness.core.config import RunConfig
 from harness.core.method import Method, register_method
 from harness.data.base import Example
 from harness.data.chat import AUTHORS_RST, RST_MODES, describe_rst, encode_prompt, rst_offset
 from harness.plumbing.errors import HarnessError, unknown
-from harness.plumbing.io import atomic_write_json
-from harness.training.trainer import (
-    SFTDataset,
-    TrainContext,
-    TrainSettings,
-    drop_tied_copies,
-    load_for_training,
-    run_trainer,
-)
+from harness.plumbing.io import atomic_write_json, link_tree
+from harness.training.settings import TrainContext, TrainSettings
+from harness.training.trainer import SFTDataset, drop_tied_copies, load_for_training, run_trainer
+from methods.cc.figures import ARTIFACTS, cc_figures
 from methods.cc.model import CCModel, CCOptions, histogram_entropy
 from methods.cc.transform import (
-    CCWeights,
+    CC_SIDECAR,
+    CC_WEIGHTS,
     Pair,
     TransformFit,
-    fit_transform,
+    fit_and_save,
     pairs_from_examples,
     pairs_from_parallel,
-    save_cc,
+    refit_checkpoint,
 )
+from reports.figures import Figure, FigureContext
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS = "cc_artifacts.json"
+# The options that change the fitted W_T (the other `eval_options` only change evaluation).
+WT_FIT_OPTIONS = ("wt_samples", "wt_source", "wt_per_language")
 
 
 class CCDataset(SFTDataset):
@@ -131,13 +130,10 @@ class CCTuning(Method):
         "by a learned Decision Maker; a least-squares Transform Matrix replaces the English pass at test time."
     )
     requires_english = True
+    # The options that shape the model are `CCOptions`' fields (defined there, once); the rest only change
+    # what is fitted after training or how the checkpoint is evaluated (`eval_options`).
     defaults = {
-        "fixed_source_layer": -1,  # >= 0: always fuse this layer (no Decision Maker)
-        "fuse_after_layer": 0,  # k: fuse into the residual stream after decoder layer k
-        "dm_tau": 1.0,  # Gumbel-softmax temperature
-        "dm_hard": True,  # straight-through one-hot (the paper) or soft weights
-        "detach_english": True,  # no gradient through the English pass: the authors' runs (module docstring)
-        "rst": "last",  # the RST: "last" prompt token, or the "authors'" token per family (harness.data.chat)
+        **CCOptions().to_dict(),
         "wt_samples": 1000,  # M parallel pairs to fit W_T on (all when fewer)
         "wt_source": "train",  # "train": the training pairs; "parallel": shared/data/parallel
         "wt_per_language": False,  # also fit (and evaluate with) one W_T per language
@@ -145,6 +141,7 @@ class CCTuning(Method):
         "eval_gumbel": False,  # evaluation samples the Decision Maker (the authors') instead of argmax
         "eval_seed": 0,  # the Gumbel noise of `eval_gumbel`, drawn per prompt (methods.cc.lm.prompt_gumbel_noise)
     }
+    eval_options = frozenset({"wt_samples", "wt_source", "wt_per_language", "use_wt", "eval_gumbel", "eval_seed"})
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -177,7 +174,11 @@ class CCTuning(Method):
         """Every non-English example needs `instruction_en`; English ones are their own translation."""
         super().check_examples([ex for ex in examples if ex.lang != "en"])
 
-    def plan_notes(self, settings: TrainSettings, tokenizer=None) -> list[str]:
+    def plan_notes(self, settings: TrainSettings, tokenizer=None, model_config=None) -> list[str]:
+        notes = []
+        if model_config is not None:
+            size = model_config.hidden_size * model_config.num_hidden_layers
+            notes.append(f"cc: the Decision Maker adds {size:,} parameters (hidden size x layers)")
         rst = self.options["rst"]
         if tokenizer is not None:
             where = describe_rst(tokenizer, rst)
@@ -185,7 +186,7 @@ class CCTuning(Method):
             where = "rst=authors: " + "; ".join(rule for _, _, rule in AUTHORS_RST) + " (located once the tokenizer is at hand)"
         else:
             where = "rst=last: the last prompt token"
-        return [f"cc: {english_gradient(self.options, settings)}", f"cc: Response Start Token: {where}"]
+        return [*notes, f"cc: {english_gradient(self.options, settings)}", f"cc: Response Start Token: {where}"]
 
     def transform_pairs(self, examples: list[Example]) -> list[Pair]:
         if self.options["wt_source"] == "parallel":
@@ -231,25 +232,10 @@ class CCTuning(Method):
                 lm = lm.to(decision_maker.device)
                 decision_maker = state_dict["decision_maker.weight"]
             tokenizer.save_pretrained(folder)
-            fit = fit_transform(
-                lm,
-                tokenizer,
-                pairs,
-                self.options["wt_samples"],
-                ctx.seed,
-                per_language=self.options["wt_per_language"],
-                source=self.options["wt_source"],
-                batch_size=ctx.settings.per_device_batch_size,
-                rst=self.options["rst"],
-            )
-            weights = CCWeights(
-                decision_maker=decision_maker,
-                transform_matrix=fit.transform_matrix,
-                per_language=fit.per_language_matrices,
-                options=model.options.to_dict(),
-                transform=fit.summary(),
-            )
-            save_cc(folder, weights)
+            fit = fit_and_save(
+                folder, lm, tokenizer, pairs, self.options, ctx.seed, ctx.settings.per_device_batch_size,
+                decision_maker, model.options.to_dict(),
+            )  # fmt: skip
             fits.append(fit)
 
         run_trainer(
@@ -278,9 +264,39 @@ class CCTuning(Method):
             },
         )
 
+    @classmethod
+    def owns_checkpoint(cls, folder: Path) -> bool:
+        return (Path(folder) / CC_WEIGHTS).is_file()
+
+    def share_model(self, source: Path, run_dir: Path, model_dir: Path, cfg: RunConfig) -> None:
+        """Hard-link the trained model; when this run's W_T fit options differ from those the training run
+        fitted with (the defaults), refit W_T with it (`refit_checkpoint`) instead of linking the CC files.
+        `cc_artifacts.json` is copied with this run's options and, after a refit, its fit."""
+        refit = any(self.options[k] != self.defaults[k] for k in WT_FIT_OPTIONS)
+        link_tree(source / "model", model_dir, skip=(CC_WEIGHTS, CC_SIDECAR) if refit else ())
+        fit = None
+        if refit:
+            log.info("%s: refitting W_T (%s)", run_dir.name, ", ".join(f"{k}={self.options[k]}" for k in WT_FIT_OPTIONS))
+            batch_size = TrainSettings.from_dict(cfg.train).per_device_batch_size
+            pairs = self.transform_pairs(cfg.training_examples())
+            fit = refit_checkpoint(model_dir, pairs, self.options, cfg.seed, batch_size, trained_from=source / "model",
+                                   trust_remote_code=cfg.trust_remote_code)  # fmt: skip
+        if (source / ARTIFACTS).is_file():
+            values = json.loads((source / ARTIFACTS).read_text(encoding="utf-8"))
+            values["options"] = self.options
+            if fit is not None:
+                values["transform"] = fit.summary()
+            atomic_write_json(run_dir / ARTIFACTS, values)
+
+    @classmethod
+    def report_figures(cls, ctx: FigureContext) -> dict[str, list[Figure]]:
+        """Layer choices per run, accuracy against a fixed source layer, W_T against M, and sampled
+        against argmax decisions at evaluation (`methods.cc.figures`)."""
+        return cc_figures(ctx)
+
     def checkpoint(self, run_dir: Path, base_model: str) -> str:
         folder = run_dir / "model"
-        missing = [name for name in ("cc.safetensors", "cc.json") if not (folder / name).is_file()]
+        missing = [name for name in (CC_WEIGHTS, CC_SIDECAR) if not (folder / name).is_file()]
         if missing:
             raise HarnessError(
                 f"{folder}: CC-Tuning artifacts missing ({', '.join(missing)}); "

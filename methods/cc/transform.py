@@ -23,8 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.core.models import load_model, load_tokenizer
 from harness.data.base import Example, data_dir, read_jsonl
 from harness.data.chat import encode_prompt, rst_offset
+from harness.data.decontam import texts_overlap
 from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json
@@ -79,7 +81,6 @@ def pairs_from_parallel(langs: Sequence[str], data: Path | None = None) -> list[
     the train split of FLORES/SIB-200 (its dev/test sentences are the SIB-200 task's), minus any pair
     whose sentence overlaps a benchmark test item (`harness.data.decontam`). The raw sentence is the
     instruction."""
-    from harness.data.decontam import texts_overlap
 
     data = data or data_dir()
     pairs: list[Pair] = []
@@ -396,22 +397,60 @@ def load_cc(folder: Path | str) -> CCWeights:
     )
 
 
-def fit_transform_for_checkpoint(
-    checkpoint_dir: str | Path,
+def fit_and_save(
+    folder: Path,
+    model: nn.Module,
+    tokenizer,
+    pairs: Sequence[Pair],
+    options: dict[str, Any],
+    seed: int,
+    batch_size: int,
+    decision_maker: torch.Tensor,
+    model_options: dict[str, Any],
+) -> TransformFit:
+    """The one W_T fit-and-save: fit W_T with the trained `model` as the method `options` ask
+    (`wt_samples`, `wt_per_language`, `wt_source`), at the RST the model was trained with
+    (`model_options["rst"]`), then write `cc.safetensors` (the Decision Maker and W_T) and `cc.json`
+    (`model_options` and the fit's summary) into `folder`. Used after training, when a run shares another
+    run's trained model with other fit options, and by `refit_checkpoint`."""
+    fit = fit_transform(
+        model,
+        tokenizer,
+        pairs,
+        options["wt_samples"],
+        seed,
+        per_language=options["wt_per_language"],
+        source=options["wt_source"],
+        batch_size=batch_size,
+        rst=model_options.get("rst", "last"),  # checkpoints written before the option: the last token
+    )
+    weights = CCWeights(
+        decision_maker=decision_maker,
+        transform_matrix=fit.transform_matrix,
+        per_language=fit.per_language_matrices,
+        options=model_options,
+        transform=fit.summary(),
+    )
+    save_cc(folder, weights)
+    return fit
+
+
+def refit_checkpoint(
+    folder: str | Path,
     pairs: Sequence[Pair | tuple[str, str] | tuple[str, str, str]],
-    m: int,
+    options: dict[str, Any],
     seed: int,
     batch_size: int = 16,
-) -> tuple[torch.Tensor, float]:
-    """Refit W_T on M pairs with a trained checkpoint, without retraining (the M sweep): (W_T, MSE). The
-    RST is the one the checkpoint was trained with (`cc.json`'s options; the last prompt token without)."""
-    from harness.core.models import load_model, load_tokenizer
-
-    sidecar = Path(checkpoint_dir) / CC_SIDECAR
-    options = json.loads(sidecar.read_text(encoding="utf-8")).get("options", {}) if sidecar.is_file() else {}
-    tokenizer = load_tokenizer(str(checkpoint_dir))
-    model = load_model(str(checkpoint_dir))
-    fit = fit_transform(
-        model, tokenizer, as_pairs(pairs), m, seed, batch_size=batch_size, rst=options.get("rst", "last")
-    )
-    return fit.transform_matrix, fit.mse
+    trained_from: str | Path | None = None,
+    trust_remote_code: bool = False,
+) -> TransformFit:
+    """Refit W_T with the trained checkpoint in `folder`, without retraining (the M sweep), and rewrite its
+    `cc.safetensors` and `cc.json` (`fit_and_save`). The Decision Maker and the options the model was
+    trained with come from the CC files of `trained_from` (default: `folder`'s own)."""
+    trained = load_cc(trained_from if trained_from is not None else folder)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code)
+    model = load_model(str(folder), trust_remote_code=trust_remote_code)
+    return fit_and_save(
+        Path(folder), model, tokenizer, as_pairs(pairs), options, seed, batch_size, trained.decision_maker,
+        trained.options,
+    )  # fmt: skip

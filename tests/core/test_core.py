@@ -16,7 +16,8 @@ from harness.data.base import Example, iter_jsonl
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json
 from harness.plumbing.registry import Registry
-from harness.training.trainer import PROFILES, TrainSettings, pad_collate, resolve_settings
+from harness.training.settings import PROFILES, TrainSettings, resolve_settings
+from harness.training.trainer import pad_collate
 
 
 def test_registry_suggests_near_match() -> None:

@@ -17,9 +17,10 @@ from harness.core.config import RunConfig
 from harness.evaluation.diagnostics import answer_stats, baselines, cell_diagnostics, majority_label
 from harness.evaluation.evaluate import TaskRef, split_results
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml
-from harness.training.trainer import PROFILES
+from harness.training.settings import PROFILES
 from reports import console
-from reports.report import build_report, write_report
+from reports.report import build_report
+from reports.write import write_report
 from tasks.templates import SIB_TOPICS
 
 EVAL_KEY = {"limit": None, "apply_chat_template": True}

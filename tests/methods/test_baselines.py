@@ -23,7 +23,7 @@ from harness.data.translate import text_sha
 from harness.evaluation.evaluate import resolve_tasks
 from harness.orchestration.pipeline import execute
 from harness.plumbing.errors import HarnessError
-from harness.training.trainer import PROFILES, TrainContext, TrainSettings
+from harness.training.settings import PROFILES, TrainContext, TrainSettings
 from methods import METHODS
 from methods.aug_en import AUGMENTATION, TRAIN_DATA, is_copy_task
 from methods.aug_mt import parallel_key

@@ -7,6 +7,7 @@ with a ChatML template of `tests/tiny.py`.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from transformers import (
 
 from harness.data.base import Example
 from harness.data.chat import encode_prompt, format_prompt
-from harness.training.trainer import TrainContext, TrainSettings, pad_collate
+from harness.training.settings import TrainContext, TrainSettings
+from harness.training.trainer import pad_collate
+from methods.cc import CCTuning
 from methods.cc.hooks import CCHooks, decoder_layers
 from methods.cc.model import CCModel, CCOptions, decide, fuse_vector
 from methods.cc.transform import (
@@ -30,10 +33,10 @@ from methods.cc.transform import (
     Pair,
     collect_activations,
     fit_transform,
-    fit_transform_for_checkpoint,
     fit_transform_matrix,
     load_cc,
     pairs_from_examples,
+    refit_checkpoint,
     sample_pairs,
     save_cc,
     transform_mse,
@@ -695,9 +698,12 @@ def test_method_trains_saves_and_records_artifacts(trained):
     # refitting for another M without retraining
     pairs = [(p.text, p.text_en) for p in pairs_from_examples(EXAMPLES)]
     every = [Pair(p.lang, p.text, p.text_en) for p in pairs_from_examples(EXAMPLES)]
-    w_t, mse = fit_transform_for_checkpoint(folder, every, 4, ctx.seed)
-    torch.testing.assert_close(w_t, weights.transform_matrix, atol=1e-4, rtol=1e-3)
-    assert fit_transform_for_checkpoint(folder, pairs, 2, 0)[0].shape == (32, 32)
+    copy = folder.parent / "refit"  # refitting rewrites the checkpoint's CC files: on a copy
+    shutil.copytree(folder, copy)
+    fit = refit_checkpoint(copy, every, {**CCTuning.defaults, "wt_samples": 4}, ctx.seed)
+    torch.testing.assert_close(fit.transform_matrix, weights.transform_matrix, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(load_cc(copy).transform_matrix, fit.transform_matrix)  # rewritten in place
+    assert refit_checkpoint(copy, pairs, {**CCTuning.defaults, "wt_samples": 2}, 0).transform_matrix.shape == (32, 32)
 
 
 def evaluate(method, folder: Path):
@@ -761,7 +767,7 @@ def test_cc_run_through_the_pipeline(tmp_path):
     from harness.core.config import EvalConfig, RunConfig
     from harness.evaluation.evaluate import resolve_tasks
     from harness.orchestration.pipeline import execute
-    from harness.training.trainer import PROFILES
+    from harness.training.settings import PROFILES
 
     base = tmp_path / "base"
     model = make_model("qwen2")

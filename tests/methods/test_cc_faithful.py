@@ -17,7 +17,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2
 from harness.data.base import Example
 from harness.data.chat import encode_prompt, format_prompt, rst_offset
 from harness.plumbing.errors import HarnessError
-from harness.training.trainer import TrainContext, TrainSettings, enable_gradient_checkpointing, pad_collate
+from harness.training.settings import TrainContext, TrainSettings
+from harness.training.trainer import enable_gradient_checkpointing, pad_collate
 from methods.cc import CCDataset, CCTuning
 from methods.cc import hooks as hooks_module
 from methods.cc.hooks import CCHooks

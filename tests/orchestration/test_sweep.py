@@ -4,6 +4,7 @@ files, and (on a tiny model) a W_T sample-size sweep that trains once and refits
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,9 +151,8 @@ EXAMPLES = [
 
 def test_wt_sweep_trains_once_and_refits_per_point(tmp_path: Path, monkeypatch, capsys) -> None:
     from harness.cli import main
-    from harness.orchestration.pipeline import load_examples
     from methods.cc import CCTuning
-    from methods.cc.transform import fit_transform_for_checkpoint, load_cc, pairs_from_examples
+    from methods.cc.transform import load_cc, pairs_from_examples, refit_checkpoint
     from tests.tiny import tiny_llama, tiny_tokenizer
 
     base = tmp_path / "base"
@@ -196,10 +196,13 @@ def test_wt_sweep_trains_once_and_refits_per_point(tmp_path: Path, monkeypatch, 
     # the refitted W_T is the least-squares fit of the shared model on M of the training pairs, drawn as
     # training draws them (the trained run's W_T, on all pairs but the held-out one, is reproduced so too)
     refit = by_label["cc wt_samples=2 seed=0"]
-    pairs = pairs_from_examples(load_examples(refit.config))
-    expected, mse = fit_transform_for_checkpoint(source.model_dir, pairs, 2, 0)
+    pairs = pairs_from_examples(refit.config.training_examples())
+    copy = tmp_path / "copy"
+    shutil.copytree(source.model_dir, copy)  # refitted in place: a copy of the trained model
+    fit = refit_checkpoint(copy, pairs, {**CCTuning.defaults, "wt_samples": 2}, 0)
+    expected, mse = fit.transform_matrix, fit.mse
     torch.testing.assert_close(load_cc(refit.model_dir).transform_matrix, expected)
-    everything, _ = fit_transform_for_checkpoint(source.model_dir, pairs, 1000, 0)
+    everything = refit_checkpoint(copy, pairs, CCTuning.defaults, 0).transform_matrix
     torch.testing.assert_close(load_cc(source.model_dir).transform_matrix, everything, atol=1e-4, rtol=1e-3)
     artifacts = json.loads((refit.dir / "cc_artifacts.json").read_text())
     trained = json.loads((source.dir / "cc_artifacts.json").read_text())

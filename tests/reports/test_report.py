@@ -16,11 +16,13 @@ import pytest
 
 from harness.core.config import RunConfig
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml
-from harness.training.trainer import PROFILES
-from reports.report import AVG, AVG_NON_EN, build_report, score_table, write_report
+from harness.training.settings import PROFILES
+from reports.benches import AVG, AVG_NON_EN, score_table
+from reports.report import build_report
 from reports.runs import load_runs, variant_labels
 from reports.stats import align, paired_bootstrap
 from reports.table import frame_of, language_table, load_frame
+from reports.write import write_report
 
 EVIL = "<script>document.body.dataset.pwned='1'</script>"
 EVAL_KEY = {"limit": 40, "apply_chat_template": True}

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from harness.core.config import EvalConfig, RunConfig
 from harness.orchestration.pipeline import execute
 from harness.plumbing.errors import HarnessError
-from harness.training.trainer import PROFILES, TrainSettings, batch_layout
+from harness.training.settings import PROFILES, TrainSettings, batch_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"

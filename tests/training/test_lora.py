@@ -14,7 +14,8 @@ from harness.core.config import EvalConfig, RunConfig
 from harness.core.models import load_model
 from harness.evaluation.evaluate import resolve_tasks
 from harness.orchestration.pipeline import execute
-from harness.training.trainer import PROFILES, TrainSettings, apply_lora
+from harness.training.settings import PROFILES, TrainSettings
+from harness.training.trainer import apply_lora
 from methods import METHODS
 from methods.cc.model import CCModel, CCOptions
 from methods.cc.transform import load_cc
