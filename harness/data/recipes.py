@@ -10,7 +10,8 @@ languages interleaved (seeded) so that every stretch of the list holds every lan
   the shared parallel data, 22 languages, each example with its English instruction; it contains no
   benchmark test item (see `harness.data.decontam`).
 - `jsonl`: any local JSONL file of `{lang, instruction, output, instruction_en?, id?}` rows.
-- `aya`: the Aya dataset (Hub, or a local copy), 22 languages, no English parallel.
+- `aya`: the Aya dataset (Hub, or a local copy), 22 languages, no English parallel; reading it (language
+  codes, script check, loading) is `harness.data.aya_source`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.data.aya_source import AYA_DATASET, AYA_LANGUAGE_CODES, in_script, load_aya_table
 from harness.data.base import LANGUAGES, Example, check_languages, data_dir, iter_jsonl
 from harness.data.decontam import texts_overlap
 from harness.plumbing.errors import HarnessError
@@ -333,93 +334,6 @@ def jsonl(options: RecipeOptions) -> list[Example]:
 
 # --- aya -------------------------------------------------------------------------------------------
 
-AYA_DATASET = "CohereForAI/aya_dataset"
-
-# Aya's `language_code` (ISO 639-3, individual languages) -> ours. Arabic is Standard Arabic (arb):
-# the Aya dialect codes (ary, arz, ars, acq, apc, ajp, ...) are left out, the benchmarks being in MSA.
-# Both Simplified and Traditional Chinese rows carry "zho". The macrolanguage codes (ara, swa, cmn,
-# ...) are accepted too, for copies that use them.
-AYA_LANGUAGE_CODES: dict[str, str] = {
-    "arb": "ar", "ara": "ar",
-    "ben": "bn",
-    "deu": "de",
-    "ell": "el",
-    "eng": "en",
-    "spa": "es",
-    "eus": "eu",
-    "fra": "fr",
-    "hin": "hi",
-    "ind": "id",
-    "jpn": "ja",
-    "kor": "ko",
-    "por": "pt",
-    "rus": "ru",
-    "swh": "sw", "swa": "sw",
-    "tel": "te",
-    "tha": "th",
-    "tur": "tr",
-    "urd": "ur",
-    "vie": "vi",
-    "yor": "yo",
-    "zho": "zh", "cmn": "zh",
-}  # fmt: skip
-
-# Unicode-name prefixes of each non-Latin language's script: Aya has romanised rows (Hindi and Urdu
-# in Latin letters) that would teach the wrong script.
-_SCRIPTS: dict[str, tuple[str, ...]] = {
-    "ar": ("ARABIC",), "ur": ("ARABIC",), "bn": ("BENGALI",), "el": ("GREEK",), "hi": ("DEVANAGARI",),
-    "ja": ("CJK", "HIRAGANA", "KATAKANA"), "ko": ("HANGUL",), "ru": ("CYRILLIC",), "te": ("TELUGU",),
-    "th": ("THAI",), "zh": ("CJK",),
-}  # fmt: skip
-
-
-def _in_script(text: str, lang: str) -> bool:
-    """At least a fifth of the first 400 characters' letters are in the language's script."""
-    prefixes = _SCRIPTS.get(lang)
-    if prefixes is None:
-        return True
-    letters = [c for c in text[:400] if c.isalpha()]
-    hits = sum(unicodedata.name(c, "").startswith(prefixes) for c in letters)
-    return not letters or hits * 5 >= len(letters)
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", "./", "../", "~")) or Path(source).suffix.lower() in (
-        ".jsonl",
-        ".json",
-        ".parquet",
-    )
-
-
-def _load_aya_table(source: str) -> Any:
-    """The Aya train split from the Hub id `source`, or from a local folder / .jsonl / .parquet file."""
-    from datasets import load_dataset  # imported here: it takes a second
-
-    local = Path(source).expanduser()
-    try:
-        if local.is_file():
-            suffix = local.suffix.lower()
-            builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(suffix)
-            if builder is None:
-                raise HarnessError(
-                    f"{local}: expected a .jsonl, .json or .parquet file (or a folder) in the Aya format"
-                )
-            return load_dataset(builder, data_files=str(local), split="train")
-        if local.is_dir():
-            return load_dataset(str(local), split="train")
-        if _looks_like_path(source):
-            raise HarnessError(f"{source}: no such file or folder (expected a local copy of {AYA_DATASET})")
-        return load_dataset(source, split="train")
-    except HarnessError:
-        raise
-    except Exception as e:
-        reason = (str(e).strip().splitlines() or [""])[0][:300]
-        raise HarnessError(
-            f"could not load the Aya dataset from '{source}' ({type(e).__name__}: {reason}); without network, "
-            f"save it elsewhere with datasets.load_dataset('{AYA_DATASET}', split='train').to_json('aya.jsonl') "
-            "and pass that file as --recipe-path"
-        ) from None
-
 
 @RECIPES.register("aya")
 def aya(options: RecipeOptions) -> list[Example]:
@@ -438,7 +352,7 @@ def aya(options: RecipeOptions) -> list[Example]:
     vanilla SFT use everything.
     """
     source = options.path or AYA_DATASET
-    table = _load_aya_table(source)
+    table = load_aya_table(source)
     missing = [c for c in ("inputs", "targets", "language_code") if c not in table.column_names]
     if missing:
         raise HarnessError(
@@ -458,7 +372,7 @@ def aya(options: RecipeOptions) -> list[Example]:
             isinstance(inputs, str) and isinstance(targets, str) and inputs.strip() and targets.strip()
         ):
             dropped["empty"] += 1
-        elif not _in_script(inputs + " " + targets, lang):
+        elif not in_script(inputs + " " + targets, lang):
             dropped["script"] += 1
         else:
             instruction_en = inputs if lang == "en" else None

@@ -6,8 +6,8 @@ The output file is also the cache: one JSONL row per translated unit,
 `{"model", "src", "tgt", "sha", "text", "translation"}`, keyed by (model, src, tgt, sha256 of the
 text). Rows are appended and flushed to disk one batch at a time, so a run that is killed keeps every
 finished batch; running the same command again translates only what is missing (a last line cut short
-by the kill is dropped). The `aug_mt` and `aug_en` methods read the file through `Translations`
-(`--method-opt translations=FILE`).
+by the kill is dropped; the file is a `harness.data.resumable.ResumableJsonl`). The `aug_mt` and `aug_en`
+methods read the file through `Translations` (`--method-opt translations=FILE`).
 
 Which texts: the instructions of the recipe's examples (same options as `harness run`: `--recipe`,
 `--recipe-path`, `--train-langs`, `--train-limit`, `--seed`), into every `--tgt-lang`. `--src-lang auto`
@@ -15,7 +15,8 @@ Which texts: the instructions of the recipe's examples (same options as `harness
 only text in L: the instructions of the examples in L, and for `en` the English instruction
 (`instruction_en`) of every example that has one. A multi-line instruction is translated line by line
 (these are sentence-level models; a template line shared by many instructions is translated once) and
-put back together with the same line breaks; `--whole` translates each instruction as one text.
+put back together with the same line breaks; `--whole` translates each instruction as one text. The
+units to translate are made by `harness.data.translation_units`.
 
 Models and language codes (the harness's codes are ISO 639-1, `harness.data.base.LANGUAGES`); the
 convention is read off the tokenizer:
@@ -35,15 +36,18 @@ first token, decode without special tokens.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data.base import LANGUAGES, Example, check_languages
+from tqdm import tqdm
+
+from harness.data.base import LANGUAGES, check_languages
+from harness.data.recipes import RecipeOptions, load_recipe
+from harness.data.resumable import ResumableJsonl
+from harness.data.translation_units import Unit, join_lines, split_lines, units_for
 from harness.plumbing.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -121,123 +125,6 @@ def language_code(convention: str, lang: str, tokenizer) -> str:
             f"(looked for {', '.join(candidates)}); choose other --tgt-lang / --src-lang languages or another model"
         )
     return code
-
-
-# --- a resumable JSONL cache -----------------------------------------------------------------------
-
-
-class ResumableJsonl:
-    """An append-only JSONL file of rows with a `key` field, read once and appended one flushed batch at
-    a time, so that a killed job keeps every finished batch. A last line cut short by a kill (no final
-    newline, not valid JSON) is ignored, and cut from the file before the next append; any other
-    malformed line is an error naming file:line. When a key appears twice the first row counts."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.rows: dict[str, dict[str, Any]] = {}
-        self._cut_at: int | None = None  # where a torn last line starts, cut before the next append
-        self._newline_first = False
-        if self.path.is_file():
-            self._read()
-
-    def _read(self) -> None:
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")  # the last element is b"" when the file ends with a newline
-        offset = 0
-        for lineno, line in enumerate(lines, 1):
-            torn = lineno == len(lines) and line != b""  # no newline after it: a write may have been cut
-            if line.strip():
-                try:
-                    row = json.loads(line.decode("utf-8"))
-                    if not isinstance(row, dict) or "key" not in row:
-                        raise ValueError("expected a JSON object with a 'key' field")
-                except (ValueError, UnicodeDecodeError) as e:
-                    if not torn:
-                        raise HarnessError(f"{self.path}:{lineno}: malformed cache row ({e})") from None
-                    log.warning("%s:%d: ignoring a truncated last line", self.path, lineno)
-                    self._cut_at = offset
-                    break
-                self.rows.setdefault(str(row["key"]), row)
-            if torn and self._cut_at is None:
-                self._newline_first = True  # whole but unterminated: end it before appending
-            offset += len(line) + 1
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.rows.get(key)
-
-    def append(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Write `rows` at the end of the file and flush them to disk."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._cut_at is not None:
-            os.truncate(self.path, self._cut_at)
-            self._cut_at = None
-        with open(self.path, "a", encoding="utf-8") as f:
-            if self._newline_first:
-                f.write("\n")
-                self._newline_first = False
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        for row in rows:
-            self.rows.setdefault(str(row["key"]), row)
-
-
-# --- what to translate -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One text to translate from `src` into `tgt` (ISO 639-1)."""
-
-    text: str
-    src: str
-    tgt: str
-
-
-def split_lines(text: str) -> list[str]:
-    """The non-blank lines of `text`, stripped: the units of a line-by-line translation."""
-    return [line.strip() for line in text.split("\n") if line.strip()]
-
-
-def join_lines(text: str, translated: dict[str, str]) -> str:
-    """`text` with each non-blank line replaced by its translation, blank lines kept."""
-    return "\n".join(translated[line.strip()] if line.strip() else line for line in text.split("\n"))
-
-
-def source_text(example: Example, src_lang: str) -> tuple[str, str] | None:
-    """(text, language) of `example` to translate under `--src-lang src_lang`, or None (see the module doc)."""
-    if src_lang == "auto":
-        return example.instruction, example.lang
-    if example.lang == src_lang:
-        return example.instruction, src_lang
-    if src_lang == "en" and example.instruction_en:
-        return example.instruction_en, "en"
-    return None
-
-
-def units_for(
-    examples: Iterable[Example], tgt_langs: Sequence[str], src_lang: str = "auto", by_line: bool = True
-) -> list[Unit]:
-    """The distinct units that translate the examples' instructions into `tgt_langs` (own language skipped)."""
-    units: dict[Unit, None] = {}
-    for example in examples:
-        source = source_text(example, src_lang)
-        if source is None:
-            continue
-        text, src = source
-        for tgt in tgt_langs:
-            if tgt == src:
-                continue
-            for piece in split_lines(text) if by_line else [text]:
-                units[Unit(piece, src, tgt)] = None
-    return list(units)
 
 
 # --- the translator --------------------------------------------------------------------------------
@@ -355,8 +242,6 @@ def translate_units(
 ) -> TranslateStats:
     """Translate the units that `out` does not hold yet, `batch_size` at a time per language pair (similar
     lengths together), appending each finished batch to `out`."""
-    from tqdm import tqdm
-
     if batch_size < 1:
         raise HarnessError(f"--batch-size {batch_size}: must be at least 1")
     cache = ResumableJsonl(out)
@@ -404,8 +289,6 @@ def translate_recipe(
 ) -> TranslateStats:
     """`harness translate`: translate the instructions of a recipe's examples into `tgt_langs`, cached
     in `out`. The model is loaded only when something is left to translate."""
-    from harness.data.recipes import RecipeOptions, load_recipe
-
     if not tgt_langs:
         raise HarnessError("--tgt-lang: give at least one target language, e.g. --tgt-lang sw,yo")
     check_languages(list(tgt_langs), LANGUAGES, where="--tgt-lang")
