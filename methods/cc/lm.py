@@ -41,10 +41,10 @@ from torch import nn
 from tqdm import tqdm
 
 from harness.data.base import LANGUAGES
-from harness.data.chat import rst_offset
 from harness.plumbing.errors import HarnessError
 from methods.cc.hooks import CCHooks
 from methods.cc.model import CCOptions, accepts_logits_to_keep, decide, fuse_vector, histogram_entropy
+from methods.cc.rst import rst_offset
 from methods.cc.transform import CCWeights, load_cc
 from methods.cc.two_pass import Row, cc_logits, new_cache
 

@@ -25,7 +25,7 @@ silently drop them). `tests/methods/test_cc.py` shows which parameters receive g
 
 RST (`rst`, default "last"): the last prompt token, the position whose output is the first response
 token, for any chat template (and our plain template for a base model without one). `rst=authors` takes
-the authors' token per family (`harness.data.chat.AUTHORS_RST`: Qwen2 `assistant`, Mistral the token before
+the authors' token per family (`methods.cc.rst.AUTHORS_RST`: Qwen2 `assistant`, Mistral the token before
 `[/INST]`, Llama-3 the last token as ours); the paper configs for Qwen2.5-7B and Mistral-7B-v0.3 use it.
 
 Where this differs from the authors' code otherwise (each deliberate, see METHOD.md **[ours]**):
@@ -53,13 +53,14 @@ from typing import Any
 from harness.core.config import RunConfig
 from harness.core.method import Method, register_method
 from harness.data.base import Example
-from harness.data.chat import AUTHORS_RST, RST_MODES, describe_rst, encode_prompt, rst_offset
+from harness.data.chat import encode_prompt
 from harness.plumbing.errors import HarnessError, unknown
 from harness.plumbing.io import atomic_write_json, link_tree
 from harness.training.settings import TrainContext, TrainSettings
 from harness.training.trainer import SFTDataset, drop_tied_copies, load_for_training, run_trainer
 from methods.cc.figures import ARTIFACTS, cc_figures
 from methods.cc.model import CCModel, CCOptions, histogram_entropy
+from methods.cc.rst import AUTHORS_RST, RST_MODES, describe_rst, rst_offset
 from methods.cc.transform import (
     CC_SIDECAR,
     CC_WEIGHTS,
@@ -81,7 +82,7 @@ WT_FIT_OPTIONS = ("wt_samples", "wt_source", "wt_per_language")
 class CCDataset(SFTDataset):
     """`SFTDataset` plus the English prompt and its RST for every example (English examples are their
     own English prompt); an example is dropped when either prompt exceeds `max_length`. Both RSTs are
-    `rst_offset` tokens from the end of their prompt (`harness.data.chat.rst_offset`)."""
+    `rst_offset` tokens from the end of their prompt (`methods.cc.rst.rst_offset`)."""
 
     def __init__(self, tokenizer, examples: list[Example], max_length: int, rst_offset: int = 1) -> None:
         self.rst_offset = rst_offset

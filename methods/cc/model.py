@@ -34,7 +34,7 @@ class CCOptions:
     dm_tau: float = 1.0  # Gumbel-softmax temperature
     dm_hard: bool = True  # straight-through one-hot (the paper) or soft weights
     detach_english: bool = True  # no gradient through the English pass (the authors' runs; see methods/cc/method.py)
-    rst: str = "last"  # which prompt token is the RST: "last", or "authors" (harness.data.chat.RST_MODES)
+    rst: str = "last"  # which prompt token is the RST: "last", or "authors" (methods.cc.rst.RST_MODES)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CCOptions:

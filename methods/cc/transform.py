@@ -25,12 +25,13 @@ from torch import nn
 
 from harness.core.models import load_model, load_tokenizer
 from harness.data.base import Example, data_dir, read_jsonl
-from harness.data.chat import encode_prompt, rst_offset
+from harness.data.chat import encode_prompt
 from harness.data.decontam import texts_overlap
 from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json
 from methods.cc.hooks import CCHooks
+from methods.cc.rst import rst_offset
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def collect_activations(
     hooks: CCHooks | None = None,
     rst: str = "last",
 ) -> torch.Tensor:
-    """Feed-forward outputs at the RST (`harness.data.chat.rst_offset`) of each templated instruction:
+    """Feed-forward outputs at the RST (`methods.cc.rst.rst_offset`) of each templated instruction:
     (n, L, d), float32, on the CPU."""
     hooks = hooks or CCHooks(model)
     was_training = model.training

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
 from harness.data.base import Example
-from harness.data.chat import encode_prompt, format_prompt, rst_offset
+from harness.data.chat import encode_prompt, format_prompt
 from harness.plumbing.errors import HarnessError
 from harness.training.settings import TrainContext, TrainSettings
 from harness.training.trainer import enable_gradient_checkpointing, pad_collate
@@ -24,6 +24,7 @@ from methods.cc import hooks as hooks_module
 from methods.cc.hooks import CCHooks
 from methods.cc.lm import prompt_gumbel_noise
 from methods.cc.model import CCModel, CCOptions
+from methods.cc.rst import rst_offset
 from methods.cc.transform import CCWeights, collect_activations
 from tests.tiny import family_tokenizer, tiny_tokenizer
 
