@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import torch
 
-from harness.core.models import load_model, load_tokenizer, resolve_model
 from harness.data.base import data_dir, read_jsonl
 from harness.data.chat import format_prompt
+from harness.data.models import load_model, load_tokenizer, resolve_model
 from harness.data.recipes import RecipeOptions, load_recipe
 from harness.training.trainer import SFTDataset, pad_collate
 from methods.cc import CCDataset

@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    from harness.core.models import resolve_model
+    from harness.data.models import resolve_model
 
     ref = resolve_model("smollm2-135m-instruct")
     tasks = args.tasks.split(",")

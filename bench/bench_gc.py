@@ -40,7 +40,7 @@ def rss_bytes() -> int:
 def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int, threads: int) -> dict:
     import torch
 
-    from harness.core.models import load_model, load_tokenizer, resolve_model
+    from harness.data.models import load_model, load_tokenizer, resolve_model
     from harness.data.recipes import RecipeOptions, load_recipe
     from harness.training.trainer import SFTDataset, enable_gradient_checkpointing, pad_collate
     from methods.cc import CCDataset

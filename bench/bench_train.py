@@ -98,7 +98,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from harness.core.models import load_model, load_tokenizer, resolve_model
+    from harness.data.models import load_model, load_tokenizer, resolve_model
     from harness.data.recipes import RecipeOptions, load_recipe
     from harness.training.settings import PROFILES, TrainSettings
     from harness.training.trainer import SFTDataset

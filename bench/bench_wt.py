@@ -60,8 +60,9 @@ def random_data(m: int, layers: int, d: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def model_data(m: int, langs: list[str]) -> tuple[torch.Tensor, torch.Tensor, float]:
-    from harness.core.models import load_model, load_tokenizer, resolve_model
-    from methods.cc.transform import collect_activations, pairs_from_parallel, sample_pairs
+    from harness.data.models import load_model, load_tokenizer, resolve_model
+    from methods.cc.pairs import pairs_from_parallel, sample_pairs
+    from methods.cc.transform import collect_activations
 
     ref = resolve_model("smollm2-135m-instruct")
     tokenizer, model = load_tokenizer(ref), load_model(ref)
@@ -168,14 +169,9 @@ def lstsq_row(case: str, x: torch.Tensor, y: torch.Tensor, xh: torch.Tensor, yh:
 
 
 def lstsq_bench(args: argparse.Namespace) -> None:
-    from harness.core.models import load_model, load_tokenizer, resolve_model
-    from methods.cc.transform import (
-        FIT_RTOL,
-        GRAM_CONDITION_MAX,
-        collect_activations,
-        pairs_from_parallel,
-        split_pairs,
-    )
+    from harness.data.models import load_model, load_tokenizer, resolve_model
+    from methods.cc.pairs import pairs_from_parallel, split_pairs
+    from methods.cc.transform import FIT_RTOL, GRAM_CONDITION_MAX, collect_activations
 
     ms = sorted(int(v) for v in args.m.split(","))
     ref = resolve_model("smollm2-135m-instruct")

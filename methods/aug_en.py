@@ -34,6 +34,7 @@ from typing import Any
 from harness.core.method import register_method
 from harness.data.base import Example
 from harness.data.decontam import texts_overlap
+from harness.data.translate import Translations
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl
 from harness.training.settings import TrainContext
@@ -147,8 +148,6 @@ def load_translations(path: str):
     """The `harness translate` file of a `translations` option, or None when the option is empty."""
     if not path:
         return None
-    from harness.data.translate import Translations
-
     return Translations.load(path)
 
 

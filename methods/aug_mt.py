@@ -39,6 +39,7 @@ import random
 
 from harness.core.method import register_method
 from harness.data.base import LANGUAGES, Example, check_languages
+from harness.data.recipes import RecipeOptions, load_recipe
 from harness.plumbing.errors import HarnessError
 from harness.training.settings import TrainContext
 from methods.aug_en import AugmentedData, load_translations
@@ -60,8 +61,6 @@ def parallel_key(example: Example) -> str | None:
 def parallel_instructions(examples: list[Example], langs: list[str]) -> dict[str, dict[str, str]]:
     """Parallel key -> {language: instruction} from the full `mini-parallel` recipe in `langs`, for the
     keys of `examples` (empty when none of them comes from that recipe)."""
-    from harness.data.recipes import RecipeOptions, load_recipe
-
     keys = {k for k in map(parallel_key, examples) if k is not None}
     langs = [lang for lang in langs if lang != "en"]  # English is each example's own instruction_en
     if not keys or not langs:

@@ -45,8 +45,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from harness.core.method import register_method
 from harness.data.base import Example
+from harness.data.chat import format_prompt
+from harness.data.models import load_model, load_tokenizer
 from harness.data.translate import ResumableJsonl
 from harness.plumbing.errors import HarnessError
 from harness.training.settings import TrainContext
@@ -130,11 +134,6 @@ def _generate_into(
     trust_remote_code: bool,
 ) -> None:
     import torch
-    from tqdm import tqdm
-
-    from harness.core.models import load_model, load_tokenizer
-    from harness.data.chat import format_prompt
-
     tokenizer = load_tokenizer(model_ref, trust_remote_code)
     tokenizer.padding_side = "left"  # generation continues every row from its last prompt token
     device = "cuda" if torch.cuda.is_available() else "cpu"

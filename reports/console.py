@@ -1,6 +1,6 @@
 """The tables `harness run`, `harness eval` and `harness report` print: per benchmark, the baseline rows
 (chance, majority), every variant's scores with their flags, the most frequent answers, and the deltas
-with their intervals, as in the report (`reports.report.build_benches`), in plain text."""
+with their intervals, as in the report (`reports.benches.build_benches`), in plain text."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import math
 
 from tabulate import tabulate
 
-from reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport, build_benches
+from reports.runs import load_runs
 from reports.stats import Delta
+from reports.table import frame_of
 
 
 def _num(value: float, signed: bool = False) -> str:
@@ -68,3 +70,12 @@ def render(benches: list[BenchReport]) -> str:
     if any(b.answers for b in benches):
         lines += ["flags: " + "; ".join(f"{k} {v}" for k, v in FLAGS.items())]
     return "\n".join(lines).rstrip()
+
+
+def run_table(run_dirs: list[str], tasks: list[str] | None = None) -> str:
+    """The table of the runs in `run_dirs` for `tasks` (default: all they have), as `harness run` prints it."""
+    runs, _ = load_runs(run_dirs)
+    frame = frame_of(runs)
+    if tasks is not None:
+        frame = frame[frame.task.isin(tasks)]
+    return render(build_benches(runs, frame, iters=2000, seed=0))

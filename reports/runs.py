@@ -11,11 +11,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.core.config import RunConfig
 from harness.core.method import METHODS
-from harness.core.store import find_runs, read_status
+from harness.core.store import StoredRun, find_runs
 from harness.evaluation.diagnostics import cell_diagnostics
 from harness.plumbing.errors import HarnessError
 
@@ -60,44 +58,31 @@ class RunRecord:
             return {**METHODS.get(self.method).defaults, **self.options}
         return self.options
 
+    @cached_property
+    def stored(self) -> StoredRun:
+        return StoredRun(self.dir)
+
     def result(self, task: str) -> dict[str, Any]:
-        return json.loads((self.dir / "results" / f"{task}.json").read_text(encoding="utf-8"))
+        return self.stored.result(task)
 
     def diagnostics(self, task: str) -> dict[str, Any]:
-        """The cell's baselines and answer statistics (`harness.evaluation.diagnostics.cell_diagnostics`): as stored
-        with the result, or computed from the samples for results stored before they were."""
+        """The cell's baselines and answer statistics (`harness.evaluation.diagnostics.cell_diagnostics`): as
+        stored with the result, or computed from the samples for results stored before they were."""
         result = self.result(task)
         if "diagnostics" in result or not result.get("protocol"):
             return result.get("diagnostics") or {}
         return cell_diagnostics(result["benchmark"], self.samples(task))
 
     def samples(self, task: str) -> list[dict[str, Any]]:
-        path = self.dir / "samples" / f"{task}.jsonl"
-        if not path.is_file():
-            return []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return self.stored.samples(task)
 
     def artifact(self, name: str) -> dict[str, Any] | None:
-        """`cc_artifacts.json` / `eval_artifacts.json` of the run, when present and readable."""
-        path = self.dir / name
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        except json.JSONDecodeError:
-            return None
+        """A JSON file of the run folder (a method's artifacts, `eval_artifacts.json`), when readable."""
+        return self.stored.artifact(name)
 
     @cached_property
     def train_log(self) -> list[dict[str, Any]]:
-        path = self.dir / "train_log.jsonl"
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by an interruption
-        return rows
+        return self.stored.train_log()
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -175,14 +160,14 @@ def load_runs(paths: list[str]) -> tuple[list[RunRecord], list[str]]:
     runs: list[RunRecord] = []
     skipped: list[str] = []
     for run_dir in find_runs(paths):
-        status = read_status(run_dir)
+        stored = StoredRun(run_dir)
+        status = stored.status()
         if status.get("phase") != "complete":
             skipped.append(f"{run_dir.name} ({status.get('phase', 'no status')})")
             continue
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-        record = RunRecord(run_dir.name, run_dir, config, status)
+        record = RunRecord(run_dir.name, run_dir, stored.config(), status)
         for task in status.get("tasks", []):
-            if not (run_dir / "results" / f"{task}.json").is_file():
+            if not stored.has_result(task):
                 record.missing.append(task)
                 skipped.append(f"{run_dir.name} (missing {task})")
         runs.append(record)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.base import data_dir, read_jsonl
+from harness.data.prompts import SIB_PROMPT
 from harness.plumbing.errors import HarnessError, unknown
-from tasks.templates import SIB_PROMPT
 
 TASKS_DIR: Path = Path(__file__).resolve().parent
 

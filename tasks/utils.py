@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 try:
+    from harness.data.prompts import SIB_TOPICS
     from tasks.catalog import BENCHMARKS, load_items
     from tasks.extraction import (
         extract_number,
@@ -28,9 +29,9 @@ try:
         is_wordy,
         same_number,
     )
-    from tasks.templates import SIB_TOPICS
 except ImportError:  # lm-eval loads this file by path; without an installed project, add its root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from harness.data.prompts import SIB_TOPICS
     from tasks.catalog import BENCHMARKS, load_items
     from tasks.extraction import (
         extract_number,
@@ -42,7 +43,6 @@ except ImportError:  # lm-eval loads this file by path; without an installed pro
         is_wordy,
         same_number,
     )
-    from tasks.templates import SIB_TOPICS
 
 if TYPE_CHECKING:
     import datasets

@@ -16,8 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.core.config import RunConfig
-from harness.core.models import resolve_model
 from harness.data.base import data_dir, read_jsonl
+from harness.data.models import resolve_model
 
 
 def main() -> None:

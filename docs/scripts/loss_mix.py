@@ -12,7 +12,7 @@ from collections import Counter
 from transformers import AutoTokenizer
 
 from harness.core.config import RunConfig
-from harness.core.models import resolve_model
+from harness.data.models import resolve_model
 from harness.data.recipes import RecipeOptions, load_recipe
 
 

@@ -15,27 +15,6 @@ from harness.data.base import Example
 from harness.data.recipes import RecipeOptions, load_recipe
 from harness.plumbing.errors import HarnessError, unknown
 
-# The options of `harness run` (also the keys of a --config or sweep file) and their defaults.
-RUN_OPTIONS: dict[str, Any] = {
-    "method": "vanilla",
-    "tasks": "sib200_gen",
-    "langs": None,
-    "limit": None,
-    "model": "smollm2-135m-instruct",
-    "recipe": "mini-parallel",
-    "recipe_path": None,
-    "train_langs": None,
-    "train_limit": 200,
-    "seed": 0,
-    "seeds": None,
-    "profile": None,
-    "set": {},
-    "method_opt": {},
-    "batch_size": 8,
-    "trust_remote_code": False,
-    "no_chat_template": False,
-}
-
 
 @dataclass
 class RunConfig:

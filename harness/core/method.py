@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from harness.data.base import Example
     from harness.training.settings import TrainContext, TrainSettings
 
-METHODS: Registry[type[Method]] = Registry("method")
+# The built-in methods (package `methods`) register through the entry point this project declares in
+# pyproject.toml; other installed packages may declare their own in the same group.
+METHODS: Registry[type[Method]] = Registry("method", plugins="cc_harness.methods")
 
 
 def register_method(name: str):

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness.core.config import RunConfig
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml, confined
@@ -79,6 +81,56 @@ class Run:
         # Samples first, then the result: a result file exists only with its samples beside it.
         atomic_write_jsonl(confined(self.dir, "samples", f"{task}.jsonl"), samples)
         atomic_write_json(confined(self.dir, "results", f"{task}.json"), result)
+
+
+class StoredRun:
+    """A run folder as readers (the report, `harness run`'s table) see it: its files by name, read-only, so
+    that no reader rebuilds the store's layout. Files that are absent read as empty."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    def config(self) -> dict[str, Any]:
+        """`config.yaml`: the run id, the command, and the `RunConfig` fields."""
+        return yaml.safe_load((self.dir / "config.yaml").read_text(encoding="utf-8")) or {}
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.dir)
+
+    def has_result(self, task: str) -> bool:
+        return confined(self.dir, "results", f"{task}.json").is_file()
+
+    def result(self, task: str) -> dict[str, Any]:
+        return json.loads(confined(self.dir, "results", f"{task}.json").read_text(encoding="utf-8"))
+
+    def samples(self, task: str) -> list[dict[str, Any]]:
+        path = confined(self.dir, "samples", f"{task}.jsonl")
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def artifact(self, name: str) -> dict[str, Any] | None:
+        """A JSON file a method or the evaluator wrote into the run folder, when present and readable."""
+        path = confined(self.dir, name)
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except json.JSONDecodeError:
+            return None
+
+    def train_log(self) -> list[dict[str, Any]]:
+        """The rows of `train_log.jsonl` (a line cut by an interruption is skipped)."""
+        path = self.dir / "train_log.jsonl"
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

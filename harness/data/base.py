@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.plumbing.errors import HarnessError
+from harness.plumbing.errors import HarnessError, unknown
 
 # The 22 languages of the benchmarks (ISO 639-1).
 LANGUAGES: tuple[str, ...] = (
@@ -47,8 +47,6 @@ def data_dir() -> Path:
 
 
 def check_languages(langs: list[str], valid: list[str] | tuple[str, ...], where: str = "--langs") -> None:
-    from harness.plumbing.errors import unknown
-
     for lang in langs:
         if lang not in valid:
             raise unknown("language", lang, valid, where)

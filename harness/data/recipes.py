@@ -27,9 +27,9 @@ from typing import Any
 from harness.data.aya_source import AYA_DATASET, AYA_LANGUAGE_CODES, in_script, load_aya_table
 from harness.data.base import LANGUAGES, Example, check_languages, data_dir, iter_jsonl
 from harness.data.decontam import texts_overlap
+from harness.data.prompts import SIB_PROMPT, SIB_TOPICS, TRANSLATE_TO_EN_PROMPT
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.registry import Registry
-from tasks.templates import SIB_PROMPT, SIB_TOPICS, TRANSLATE_TO_EN_PROMPT
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 lm-eval's own `CachingLM` keys a response by the request alone (`hash_args(kind, args)`): two models
 evaluated with the same cache file would share answers. Here the key also holds a fingerprint of the
-model (the SHA-256 of every file of the checkpoint folder, CC-Tuning's `cc.safetensors` included) and
+model (the SHA-256 of every file of the checkpoint folder, a method's own files included) and
 of the evaluator (its class, method options and settings), and the cache lives in the run's own
 folder (`eval_cache.sqlite`).
 

@@ -10,6 +10,8 @@ from typing import Any
 from harness.data.base import LANGUAGES, check_languages
 from harness.evaluation.diagnostics import cell_diagnostics
 from harness.plumbing.errors import HarnessError, near
+from tasks.catalog import BENCHMARKS, TASKS_DIR, parse_task_name
+from tasks.utils import extract_answer
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,6 @@ class TaskRef:
 def _task_manager():
     from lm_eval.tasks import TaskManager
 
-    from tasks.catalog import TASKS_DIR
-
     return TaskManager(include_path=str(TASKS_DIR))
 
 
@@ -36,8 +36,6 @@ def resolve_tasks(names: list[str], langs: list[str] | None = None) -> list[Task
     Accepted: `all`; a benchmark (`xnli`: its paper protocol); a benchmark and protocol (`xnli_mc`);
     one task (`xnli_mc_sw`); or any task lm-eval ships (evaluated as it is). `langs` restricts ours.
     """
-    from tasks.catalog import BENCHMARKS, parse_task_name
-
     if langs:
         check_languages(langs, LANGUAGES)
     refs: list[TaskRef] = []
@@ -147,8 +145,6 @@ def split_results(output: dict[str, Any], ref: TaskRef) -> tuple[dict[str, Any],
 
 
 def primary_metric(ref: TaskRef, metrics: dict[str, Any]) -> str:
-    from tasks.catalog import BENCHMARKS
-
     if ref.benchmark in BENCHMARKS:
         return BENCHMARKS[ref.benchmark].metrics[ref.protocol]
     for key in ("acc", "exact_match", "f1", "rougeL", "bleu"):
@@ -176,8 +172,6 @@ def sample_row(ref: TaskRef, s: dict[str, Any], metrics: dict[str, Any]) -> dict
     output = resp[0] if isinstance(resp[0], str) else str(resp[0])
     extracted = output
     if ref.protocol:
-        from tasks.utils import extract_answer
-
         extracted = extract_answer(ref.benchmark, doc, output)
     return {"id": doc.get("id", s.get("doc_id")), "prompt": prompt, "output": output,
             "extracted": extracted, "gold": doc.get("answer", s.get("target")), **score}  # fmt: skip

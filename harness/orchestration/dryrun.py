@@ -25,11 +25,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import yaml
+
 from harness.core.config import EvalConfig, RunConfig
+from harness.core.method import METHODS
+from harness.core.store import Run
+from harness.data.models import DEFAULT_MODEL, cache_dir, default_model_gguf, resolve_model
 from harness.evaluation.evaluate import TaskRef
+from harness.orchestration.options import PlannedRun, run_label
+from harness.orchestration.sweep import run_state
 from harness.plumbing.errors import HarnessError
+from harness.training import distributed
 from harness.training.settings import TrainContext, TrainSettings, batch_layout
-from harness.training.trainer import latest_checkpoint, training_arguments
+from harness.training.trainer import SFTDataset, latest_checkpoint, training_arguments
+from tasks.catalog import BENCHMARKS, item_count
 
 MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "model_configs"
 
@@ -64,8 +73,6 @@ def local_config_dir(model: str) -> Path | None:
 def model_config(model: str, trust_remote_code: bool = False) -> tuple[Any, str]:
     """The model's `PretrainedConfig` and where it came from, without reading any weights."""
     from transformers import AutoConfig
-
-    from harness.core.models import DEFAULT_MODEL, cache_dir, default_model_gguf, resolve_model
 
     if model == DEFAULT_MODEL:
         converted = cache_dir() / "models" / "SmolLM2-135M-Instruct"
@@ -102,8 +109,6 @@ def load_tokenizer_if_at_hand(model: str, trust_remote_code: bool = False):
     """The model's tokenizer from a local folder, the Hub cache, or the Hub when reachable; else why not."""
     from transformers import AutoTokenizer
 
-    from harness.core.models import DEFAULT_MODEL, cache_dir, default_model_gguf
-
     try:
         if model == DEFAULT_MODEL:
             converted = cache_dir() / "models" / "SmolLM2-135M-Instruct"
@@ -132,7 +137,6 @@ def meta_model(config, trust_remote_code: bool = False):
 
 @functools.cache
 def _accelerate_config(path: str):
-    import yaml
     from accelerate.commands.config.config_args import load_config_from_file
 
     if not Path(path).is_file():
@@ -173,8 +177,6 @@ class Launch:
 
 def launch_layout(accelerate_config: str | None) -> Launch:
     """From the accelerate config when given, else from the environment of an `accelerate launch`."""
-    from harness.training import distributed
-
     if accelerate_config is None:
         world = distributed.world_size()
         return Launch(world, "DDP" if world > 1 else "one process")
@@ -205,19 +207,11 @@ def launch_layout(accelerate_config: str | None) -> Launch:
 
 
 def _what(cfg: RunConfig, refs: list[TaskRef], ecfg: EvalConfig, root: Path) -> str:
-    from harness.core.store import Run
-    from harness.orchestration.sweep import SweepRun, run_state
-
-    state = run_state(SweepRun(cfg, refs, ecfg, cfg.method), root)
+    state = run_state(PlannedRun(cfg, refs, ecfg, run_label(cfg)), root)
     ckpt = latest_checkpoint(Run(root, cfg.training_config()).dir / "checkpoints")
     if ckpt and "train" in state:
         state = state.replace("train", f"resume training from {Path(ckpt).name}", 1)
     return state
-
-
-def _label(cfg: RunConfig) -> str:
-    opts = " ".join(f"{k}={v}" for k, v in cfg.method_options.items())
-    return " ".join(filter(None, [cfg.method, opts, f"seed={cfg.seed}" if cfg.method != "none" else ""]))
 
 
 def _int(n: float) -> str:
@@ -244,16 +238,13 @@ def plan_lines(
     accelerate_config: str | None = None,
 ) -> list[str]:
     """The dry run's report, line by line."""
-    from methods import METHODS
-    from tasks.catalog import BENCHMARKS, item_count
-
     launch = launch_layout(accelerate_config)  # a bad file fails before any slow step
     world = launch.world
     lines = [f"plan: {len(configs)} run{'s' * (len(configs) != 1)} in {root}/"]
     width = max(len(c.run_id) for c in configs)
-    label_width = max(len(_label(c)) for c in configs)
+    label_width = max(len(run_label(c)) for c in configs)
     for i, cfg in enumerate(configs, 1):
-        lines.append(f"[{i}/{len(configs)}] {cfg.run_id:<{width}}  {_label(cfg):<{label_width}}  "
+        lines.append(f"[{i}/{len(configs)}] {cfg.run_id:<{width}}  {run_label(cfg):<{label_width}}  "
                      f"{_what(cfg, refs, ecfg, root)}")  # fmt: skip
 
     # Evaluation: tasks and items.
@@ -326,8 +317,6 @@ def plan_lines(
                    f"(batch {settings.batch_size} x cutoff {settings.max_length}); per device and micro-batch at "
                    f"most {_int(per_device * settings.max_length)}")  # fmt: skip
     if tokenizer is not None:
-        from harness.training.trainer import SFTDataset
-
         stats = SFTDataset(tokenizer, examples, settings.max_length).stats()
         n_train = stats["examples"]
         mean = stats["tokens"] / max(1, n_train)
@@ -361,7 +350,5 @@ def print_plan(
     accelerate_config: str | None = None,
 ) -> None:
     """Print the plan (once: in the main process of an `accelerate launch`)."""
-    from harness.training import distributed
-
     if distributed.is_main():
         print("\n".join(plan_lines(configs, refs, ecfg, root, accelerate_config)))

@@ -25,10 +25,11 @@ from typing import Any
 
 from harness.core.config import EvalConfig, RunConfig
 from harness.core.method import METHODS
-from harness.core.models import check_same_model, resolve_model
 from harness.core.store import Run
+from harness.data.models import check_same_model, resolve_model
 from harness.evaluation.cache import CachedLM, ResponseCache, checkpoint_fingerprint
 from harness.evaluation.evaluate import TaskRef, make_hflm_kwargs, run_lm_eval, split_results
+from harness.orchestration.options import PlannedRun, check_inputs
 from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json
@@ -180,3 +181,16 @@ def execute(
         failed(run, e)
         raise
     return run
+
+
+def execute_all(planned: list[PlannedRun], output: Path, command: str) -> list[Run]:
+    """Train and evaluate every planned run, in order. Under a data-parallel launch (`accelerate launch`)
+    every process trains each run, then the processes other than the main one leave and the main one
+    evaluates alone; they get an empty list."""
+    if distributed.world_size() > 1:
+        for run in planned:
+            execute(run.config, run.refs, run.ecfg, output, command, train_only=True)
+        if not distributed.leave_group():
+            return []
+    check_inputs(planned)
+    return [execute(run.config, run.refs, run.ecfg, output, command) for run in planned]

@@ -32,39 +32,33 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.core.config import RUN_OPTIONS, EvalConfig, RunConfig, load_config_file
+from harness.core.config import EvalConfig, load_config_file
+from harness.core.method import METHODS
 from harness.core.store import Run
-from harness.evaluation.evaluate import TaskRef
+from harness.orchestration.options import (
+    DEFAULTS,
+    PlannedRun,
+    RunOptions,
+    command_line,
+    names,
+    plan_runs,
+    shell_line,
+)
+from harness.orchestration.pipeline import execute
 from harness.plumbing.errors import HarnessError, unknown
 
 log = logging.getLogger(__name__)
 
-# Options of a sweep file (as in `harness run --config`) and their defaults.
-DEFAULTS: dict[str, Any] = dict(RUN_OPTIONS)
-AXES = ("method", "seed", "seeds", "model", "recipe", "train_limit", "profile")
-NAME_LISTS = ("tasks", "langs", "train_langs")
-FILE_KEYS = ("description", "grid", "output")
-
-
-@dataclass
-class SweepRun:
-    """One point of the sweep: an ordinary run and the tasks it is evaluated on."""
-
-    config: RunConfig
-    refs: list[TaskRef]
-    ecfg: EvalConfig
-    label: str  # method and chosen options, e.g. "cc wt_samples=10 seed=0"
-
-    @property
-    def run_id(self) -> str:
-        return self.config.run_id
+# Keys of a sweep file besides the run options (`harness.orchestration.options.DEFAULTS`); a grid block
+# holds run options only, and not the run store (`output`), which is the sweep's.
+FILE_KEYS = ("description", "grid")
+BLOCK_KEYS = [k for k in DEFAULTS if k != "output"]
 
 
 @dataclass
@@ -72,31 +66,15 @@ class Sweep:
     path: Path
     description: str
     output: Path
-    runs: list[SweepRun] = field(default_factory=list)
+    runs: list[PlannedRun] = field(default_factory=list)
 
-    def command(self, run: SweepRun) -> str:
+    def command(self, run: PlannedRun) -> str:
         """The `harness run` command equivalent to one point (recorded in its `config.yaml`)."""
-        return run_command(run.config, run.ecfg, self.output, self.path)
-
-
-def _names(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, list | tuple):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
+        return shell_line(command_line(run, self.output)) + f"  # from: harness sweep {shell_line([str(self.path)])}"
 
 
 def _as_axis(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _positive(where: str, name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise HarnessError(f"{where}: {name}: {value!r} is not a positive whole number")
-    return value
 
 
 def _mapping(where: str, name: str, value: Any) -> dict[str, Any]:
@@ -118,126 +96,60 @@ def _check_keys(values: dict[str, Any], valid: list[str], where: str) -> None:
             raise unknown("sweep key", key, valid, where)
 
 
-def run_command(cfg: RunConfig, ecfg: EvalConfig, output: Path, sweep_path: Path) -> str:
-    """The `harness run` command that reproduces one point of a sweep: training settings that differ
-    from the profile's as `--set`, the resolved task names."""
-    from harness.training.settings import PROFILES
-
-    args = ["harness", "run", "--method", cfg.method, "--model", cfg.model, "--recipe", cfg.recipe]
-    if cfg.recipe_path:
-        args += ["--recipe-path", cfg.recipe_path]
-    if cfg.train_langs:
-        args += ["--train-langs", ",".join(cfg.train_langs)]
-    if cfg.train_limit:
-        args += ["--train-limit", str(cfg.train_limit)]
-    args += ["--seed", str(cfg.seed), "--profile", cfg.profile]
-    profile = PROFILES[cfg.profile].to_dict()
-    for key, value in cfg.train.items():
-        if profile.get(key) != value:
-            args += ["--set", f"{key}={value}"]
-    for key, value in cfg.method_options.items():
-        args += ["--method-opt", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
-    args += ["--tasks", ",".join(ecfg.tasks)]
-    if ecfg.limit:
-        args += ["--limit", str(ecfg.limit)]
-    args += ["--batch-size", str(ecfg.batch_size), "--output", str(output)]
-    if not ecfg.apply_chat_template:
-        args.append("--no-chat-template")
-    if cfg.trust_remote_code:
-        args.append("--trust-remote-code")
-    return " ".join(shlex.quote(a) for a in args) + f"  # from: harness sweep {shlex.quote(str(sweep_path))}"
-
-
-def _block_runs(values: dict[str, Any], where: str) -> list[SweepRun]:
-    """The runs of one grid block (`values`: the shared options merged with the block's)."""
-    from harness.evaluation.evaluate import resolve_tasks
-    from harness.training.settings import default_profile, resolve_settings
-    from methods import METHODS
-
+def _block_runs(values: dict[str, Any], where: str) -> list[PlannedRun]:
+    """The runs of one grid block (`values`: the shared options merged with the block's): the product of
+    its axes, each point parsed and planned as `harness run` plans its options (`RunOptions`)."""
     seeds = values["seeds"] if values["seeds"] is not None else values["seed"]
     axes = {
-        "method": [m for v in _as_axis(values["method"]) for m in _names(v) or []],
+        "method": [m for v in _as_axis(values["method"]) for m in names(v) or []],
         "seed": _as_axis(seeds),
         "model": _as_axis(values["model"]),
         "recipe": _as_axis(values["recipe"]),
         "train_limit": _as_axis(values["train_limit"]),
-        "profile": _as_axis(values["profile"] or default_profile()),
+        "profile": _as_axis(values["profile"]),
     }
     if not axes["method"]:
         raise HarnessError(f"{where}: no method")
     for method in axes["method"]:
         METHODS.get(method, where)
-    for seed in axes["seed"]:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise HarnessError(f"{where}: seed {seed!r} is not a whole number")
-    for limit in axes["train_limit"]:
-        _positive(where, "train_limit", limit)
-    tasks, langs = _names(values["tasks"]) or [], _names(values["langs"])
-    try:
-        refs = resolve_tasks(tasks, langs)
-    except HarnessError as e:
-        raise HarnessError(f"{where}: {e}") from None
-    train_langs = _names(values["train_langs"])
-    if train_langs:
-        from harness.data.base import LANGUAGES, check_languages
-
-        check_languages(train_langs, LANGUAGES, f"{where}: train_langs")
-    ecfg = EvalConfig(tasks=[r.name for r in refs], limit=_positive(where, "limit", values["limit"]),
-                      batch_size=_positive(where, "batch_size", values["batch_size"]) or 8,
-                      apply_chat_template=not values["no_chat_template"])  # fmt: skip
     set_axes = {k: _as_axis(v) for k, v in _mapping(where, "set", values["set"]).items()}
     opt_axes = {k: _as_axis(v) for k, v in _mapping(where, "method_opt", values["method_opt"]).items()}
     known = {k for m in axes["method"] for k in METHODS.get(m).defaults}
     for key in opt_axes:
         if key not in known:
-            raise unknown(
-                f"option for method(s) {', '.join(axes['method'])}", key, known or ["(none)"], where
-            )
+            raise unknown(f"option for method(s) {', '.join(axes['method'])}", key, known or ["(none)"], where)
 
     runs = []
     for point in _product(axes):
-        cls = METHODS.get(point["method"])
-        own = {k: v for k, v in opt_axes.items() if k in cls.defaults}
+        own = {k: v for k, v in opt_axes.items() if k in METHODS.get(point["method"]).defaults}
         for opts, settings in itertools.product(_product(own), _product(set_axes)):
+            raw = {**values, **point, "seeds": None, "method_opt": opts, "set": settings}
             try:
-                resolved = cls.resolve_options(opts)
-                train_settings = resolve_settings(point["profile"], settings)
-                cls(**opts).check_settings(train_settings)
-                train = train_settings.to_dict()
+                options = RunOptions.parse(raw, lambda key: f"{where}: {key}")
+                runs += plan_runs(options, drop_defaults=True)
             except HarnessError as e:
-                raise HarnessError(f"{where}: {e}") from None
-            chosen = {k: resolved[k] for k in opts if resolved[k] != cls.defaults[k]}
-            cfg = RunConfig(
-                method=point["method"], model=str(point["model"]), method_options=chosen,
-                recipe=str(point["recipe"]), train_langs=train_langs, train_limit=point["train_limit"],
-                recipe_path=values["recipe_path"], seed=point["seed"], profile=point["profile"], train=train,
-                trust_remote_code=bool(values["trust_remote_code"]),
-            )  # fmt: skip
-            seed = [f"seed={cfg.seed}"] if cls.trains else []  # the zero-shot model has no seed
-            label = " ".join([cfg.method, *(f"{k}={v}" for k, v in chosen.items()), *seed])
-            runs.append(SweepRun(cfg, refs, ecfg, label))
+                message = str(e)
+                raise HarnessError(message if message.startswith(str(where)) else f"{where}: {message}") from None
     return runs
 
 
 def load_sweep(path: str | Path, output: str | Path | None = None) -> Sweep:
     """Read and validate a sweep file (every method, option, task and setting) before any work.
     `output` overrides the file's run store (default `runs`)."""
-    from harness.data.base import data_dir
-
     path = Path(path)
     values = load_config_file(str(path))
     _check_keys(values, list(DEFAULTS) + list(FILE_KEYS), str(path))
-    shared = {**DEFAULTS, **{k: v for k, v in values.items() if k not in FILE_KEYS}}
+    shared = {**DEFAULTS, **{k: v for k, v in values.items() if k not in (*FILE_KEYS, "output")}}
     grid = values.get("grid") or [{}]
     blocks = grid if isinstance(grid, list) else [grid]
-    store = Path(output or values.get("output") or "runs")
+    store = Path(output or values.get("output") or DEFAULTS["output"])
     sweep = Sweep(path, str(values.get("description", "")).strip(), store)
-    merged: dict[tuple[str, str], SweepRun] = {}
+    merged: dict[tuple[str, str], PlannedRun] = {}
     for i, block in enumerate(blocks, 1):
         where = f"{path}: grid block {i}"
         if not isinstance(block, dict):
             raise HarnessError(f"{where}: expected a mapping of options, got {type(block).__name__}")
-        _check_keys(block, list(DEFAULTS), where)
+        _check_keys(block, BLOCK_KEYS, where)
         for run in _block_runs({**shared, **block}, where):
             key = (run.run_id, repr(sorted(run.ecfg.key().items())))
             if key in merged:  # the same run in several blocks: evaluate the union of their tasks
@@ -249,17 +161,14 @@ def load_sweep(path: str | Path, output: str | Path | None = None) -> Sweep:
             else:
                 merged[key] = run
     sweep.runs = list(merged.values())
-    data_dir()  # fail before any model work when the shared data is missing
     return sweep
 
 
 REUSE = "complete: reuse"
 
 
-def run_state(run: SweepRun, root: Path) -> str:
+def run_state(run: PlannedRun, root: Path) -> str:
     """What executing this point would do now, in words (for `--dry-run` and the progress lines)."""
-    from methods import METHODS
-
     store = Run(root, run.config)
     status = store.status()
     missing = [r.name for r in run.refs if store.stored_result(r.name, run.ecfg.key()) is None]
@@ -277,8 +186,6 @@ def run_state(run: SweepRun, root: Path) -> str:
 
 def plan_lines(sweep: Sweep) -> list[str]:
     """The plan: one line per run (index, run id, label, what it will do) and a summary line."""
-    from methods import METHODS
-
     lines = []
     width = max((len(r.label) for r in sweep.runs), default=0)
     id_width = max((len(r.run_id) for r in sweep.runs), default=0)
@@ -304,8 +211,6 @@ class SweepResult:
 
 def run_sweep(sweep: Sweep, progress: Callable[[str], None] = print) -> SweepResult:
     """Execute every point in order; a point that fails is recorded and the others still run."""
-    from harness.orchestration.pipeline import execute
-
     failed: list[tuple[str, str]] = []
     dirs: list[Path] = []
     n = len(sweep.runs)

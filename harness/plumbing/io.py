@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from harness.plumbing import faults
+from harness.plumbing.errors import HarnessError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -61,8 +62,6 @@ def confined(root: Path, *parts: str) -> Path:
     """`root / parts...`, refusing any name that would lead outside `root` (`..`, an absolute path, a
     separator, or a symlink inside `root` pointing elsewhere): names that come from user input (task
     names, run ids) cannot make the harness write outside its output folder."""
-    from harness.plumbing.errors import HarnessError
-
     for part in parts:
         if not part or part in (".", "..") or "/" in part or "\\" in part or "\0" in part:
             raise HarnessError(f"{part!r}: not a valid file name (under {root})")

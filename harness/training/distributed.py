@@ -10,6 +10,7 @@ otherwise shard its requests over processes that are gone) and the run's SQLite 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -76,8 +77,6 @@ def leave_group() -> bool:
     for name in [n for n in os.environ if n.startswith(("ACCELERATE_DEEPSPEED_", "FSDP_"))]:
         os.environ.pop(name)
     if main:
-        import gc
-
         import torch
 
         gc.collect()  # the trainers' device memory (optimizer states, shards) before evaluation loads a model

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from harness.core.models import check_same_model
 from harness.data.base import Example
 from harness.data.chat import encode_example
+from harness.data.models import check_same_model, load_model, load_tokenizer
 from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_text
@@ -136,8 +136,6 @@ def enable_gradient_checkpointing(model, use_reentrant: bool = True) -> None:
 
 def load_for_training(ctx: TrainContext):
     """The base model's tokenizer and model, wrapped with LoRA adapters when the settings ask for them."""
-    from harness.core.models import load_model, load_tokenizer
-
     tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
     model = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
     return tokenizer, apply_lora(model, ctx.settings) if ctx.settings.lora else model

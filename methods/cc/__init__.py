@@ -11,9 +11,9 @@
 from methods.cc.hooks import CCHooks, decoder_layers, feed_forward
 from methods.cc.method import ARTIFACTS, CCDataset, CCTuning, english_gradient, training_layer_histogram
 from methods.cc.model import CCModel, CCOptions
+from methods.cc.pairs import Pair
 from methods.cc.transform import (
     CCWeights,
-    Pair,
     fit_and_save,
     fit_transform,
     fit_transform_matrix,

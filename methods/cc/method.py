@@ -54,23 +54,16 @@ from harness.core.config import RunConfig
 from harness.core.method import Method, register_method
 from harness.data.base import Example
 from harness.data.chat import encode_prompt
+from harness.data.models import load_model
 from harness.plumbing.errors import HarnessError, unknown
 from harness.plumbing.io import atomic_write_json, link_tree
 from harness.training.settings import TrainContext, TrainSettings
 from harness.training.trainer import SFTDataset, drop_tied_copies, load_for_training, run_trainer
 from methods.cc.figures import ARTIFACTS, cc_figures
 from methods.cc.model import CCModel, CCOptions, histogram_entropy
+from methods.cc.pairs import Pair, pairs_from_examples, pairs_from_parallel
 from methods.cc.rst import AUTHORS_RST, RST_MODES, describe_rst, rst_offset
-from methods.cc.transform import (
-    CC_SIDECAR,
-    CC_WEIGHTS,
-    Pair,
-    TransformFit,
-    fit_and_save,
-    pairs_from_examples,
-    pairs_from_parallel,
-    refit_checkpoint,
-)
+from methods.cc.transform import CC_SIDECAR, CC_WEIGHTS, TransformFit, fit_and_save, refit_checkpoint
 from reports.figures import Figure, FigureContext
 
 log = logging.getLogger(__name__)
@@ -222,8 +215,6 @@ class CCTuning(Method):
                 lm = model.lm.merge_and_unload() if hasattr(model.lm, "merge_and_unload") else model.lm
                 lm.save_pretrained(folder, safe_serialization=True)
             else:
-                from harness.core.models import load_model
-
                 if hasattr(model.lm, "merge_and_unload"):
                     raise HarnessError("lora=true with ZeRO-3 or FSDP sharding is not supported; use DDP")
                 state_dict = drop_tied_copies(model, state_dict)

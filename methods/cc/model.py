@@ -22,6 +22,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from harness.plumbing.errors import HarnessError
+from harness.training.trainer import enable_gradient_checkpointing
 from methods.cc.hooks import CCHooks
 
 
@@ -142,8 +143,6 @@ class CCModel(nn.Module):
         With `use_reentrant=True` (LLaMA-Factory's default, so the authors' runs) a checkpointed layer's
         first forward runs under `no_grad`: the English activations captured inside it carry no gradient,
         whatever `detach_english` says. With `use_reentrant=False` they keep their gradient."""
-        from harness.training.trainer import enable_gradient_checkpointing
-
         enable_gradient_checkpointing(self.lm, **(activation_checkpointing_kwargs or {}))
         for module in self.lm.modules():
             func = getattr(module, "_gradient_checkpointing_func", None)

@@ -36,7 +36,7 @@ def test_run_id_is_stable_and_depends_on_training_fields() -> None:
     assert a.run_id == b.run_id != c.run_id
     assert a.run_id.startswith("vanilla-")
     code = (
-        "from harness.core.config import RunConfig; from harness.training.trainer import PROFILES;"
+        "from harness.core.config import RunConfig; from harness.training.settings import PROFILES;"
         "print(RunConfig(method='vanilla', seed=1, train=PROFILES['cpu'].to_dict()).run_id)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -63,7 +63,7 @@ def test_training_settings_reject_unknown_keys() -> None:
 def test_training_settings_take_numbers_written_as_yaml_reads_them() -> None:
     """`--set learning_rate=3e-4` reaches the settings as the string '3e-4' (YAML 1.1 floats need a dot);
     it once went on to the optimizer and failed in torch with a traceback after data preparation."""
-    from harness.cli import _pairs
+    from harness.orchestration.options import pairs as _pairs
 
     settings = resolve_settings("cpu", _pairs(["learning_rate=3e-4", "epochs=4", "max_steps=10", "bf16=false"], "--set"))
     assert (settings.learning_rate, settings.epochs, settings.max_steps, settings.bf16) == (3e-4, 4.0, 10, False)

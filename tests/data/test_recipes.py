@@ -13,6 +13,7 @@ import pytest
 
 from harness.data.base import LANGUAGES, Example, data_dir, read_jsonl
 from harness.data.decontam import TestSetIndex, TextGroup, contamination_report, text_overlaps
+from harness.data.prompts import SIB_PROMPT, SIB_TOPICS, TRANSLATE_TO_EN_PROMPT
 from harness.data.recipes import (
     AYA_DATASET,
     JSONL_ROW,
@@ -23,7 +24,6 @@ from harness.data.recipes import (
     mini_parallel_removed,
 )
 from harness.plumbing.errors import HarnessError
-from tasks.templates import SIB_PROMPT, SIB_TOPICS, TRANSLATE_TO_EN_PROMPT
 
 VALID_LANGS = ", ".join(sorted(LANGUAGES))
 SIB_HEAD, SIB_TAIL = SIB_PROMPT.split("{text}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.core.config import RunConfig
+from harness.data.prompts import SIB_TOPICS
 from harness.evaluation.diagnostics import answer_stats, baselines, cell_diagnostics, majority_label
 from harness.evaluation.evaluate import TaskRef, split_results
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml
@@ -21,7 +22,6 @@ from harness.training.settings import PROFILES
 from reports import console
 from reports.report import build_report
 from reports.write import write_report
-from tasks.templates import SIB_TOPICS
 
 EVAL_KEY = {"limit": None, "apply_chat_template": True}
 TRAVEL, SCITECH, SPORTS = "travel", "science/technology", "sports"

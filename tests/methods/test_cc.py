@@ -28,16 +28,14 @@ from harness.training.trainer import pad_collate
 from methods.cc import CCTuning
 from methods.cc.hooks import CCHooks, decoder_layers
 from methods.cc.model import CCModel, CCOptions, decide, fuse_vector
+from methods.cc.pairs import Pair, pairs_from_examples, sample_pairs
 from methods.cc.transform import (
     CCWeights,
-    Pair,
     collect_activations,
     fit_transform,
     fit_transform_matrix,
     load_cc,
-    pairs_from_examples,
     refit_checkpoint,
-    sample_pairs,
     save_cc,
     transform_mse,
 )
@@ -374,7 +372,7 @@ def test_ill_conditioned_fit_falls_back_to_gelsd():
 
 
 def test_heldout_pairs_are_fixed_disjoint_and_samples_nested():
-    from methods.cc.transform import heldout_size, split_pairs
+    from methods.cc.pairs import heldout_size, split_pairs
 
     sizes = [heldout_size(n) for n in (0, 1, 2, 9, 10, 999, 1000, 1004, 20_000)]
     assert sizes == [0, 0, 1, 1, 2, 199, 200, 200, 200]  # min(200, N // 5), >= 1 from 2 pairs on
@@ -395,7 +393,7 @@ def test_heldout_pairs_are_fixed_disjoint_and_samples_nested():
 def test_fit_transform_per_language_heldout_and_save_load(tokenizer, tmp_path):
     import math
 
-    from methods.cc.transform import split_pairs
+    from methods.cc.pairs import split_pairs
 
     model = make_model("llama")
     pairs = pairs_from_examples(EXAMPLES)
@@ -440,7 +438,7 @@ def test_fit_transform_per_language_heldout_and_save_load(tokenizer, tmp_path):
 def test_pairs_from_the_parallel_corpus():
     from harness.data.base import data_dir
     from harness.plumbing.errors import HarnessError
-    from methods.cc.transform import pairs_from_parallel
+    from methods.cc.pairs import pairs_from_parallel
 
     try:
         data_dir()
@@ -665,7 +663,7 @@ def trained(tmp_path_factory):
 
 
 def test_method_trains_saves_and_records_artifacts(trained):
-    from harness.core.models import load_model, load_tokenizer
+    from harness.data.models import load_model, load_tokenizer
 
     _, tokenizer, method, ctx = trained
     folder = ctx.output_dir
@@ -683,7 +681,7 @@ def test_method_trains_saves_and_records_artifacts(trained):
     assert any("cc_layer_entropy" in r for r in log_rows) and any("loss" in r for r in log_rows)
     # the logged MSEs are MSE(X W_T, Y) on the sampled and on the held-out pairs, recomputed here from the
     # checkpoint (one batched call per side, as the fit collects them)
-    from methods.cc.transform import split_pairs
+    from methods.cc.pairs import split_pairs
 
     model, tok = load_model(str(folder)), load_tokenizer(str(folder))
     sample, held = split_pairs(pairs_from_examples(EXAMPLES), 4, ctx.seed)
@@ -730,8 +728,8 @@ def test_default_model_with_zero_fusion_scores_and_generates_like_hflm():
     shared cache) must give HFLM's log-likelihoods and generations."""
     from lm_eval.models.huggingface import HFLM
 
-    from harness.core.models import resolve_model
     from harness.data.base import data_dir, read_jsonl
+    from harness.data.models import resolve_model
     from harness.plumbing.errors import HarnessError
     from methods.cc.lm import CCLM
 

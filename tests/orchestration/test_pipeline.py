@@ -136,7 +136,7 @@ def test_lora_training_saves_a_merged_plain_checkpoint(tmp_path: Path, tiny_dir:
 def test_missing_default_model_package_names_the_install_command(monkeypatch) -> None:
     import importlib.util
 
-    from harness.core import models
+    from harness.data import models
     from harness.plumbing.errors import HarnessError
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)

@@ -71,8 +71,8 @@ def test_training_settings_axis_and_equivalent_command(tmp_path: Path) -> None:
         ({"grid": [{"seedz": [1]}]}, r"unknown sweep key 'seedz'.*did you mean 'seed'"),
         ({"grid": [{"method": "vanila"}]}, r"unknown method 'vanila'.*did you mean 'vanilla'"),
         ({"tasks": "xnli_foo"}, r"grid block 1: benchmark 'xnli' has no protocol 'foo'"),
-        ({"grid": [{"seed": "one"}]}, r"seed 'one' is not a whole number"),
-        ({"limit": 0}, r"limit: 0 is not a positive whole number"),
+        ({"grid": [{"seed": "one"}]}, r"grid block 1: seed 'one': expected a whole number"),
+        ({"limit": 0}, r"grid block 1: limit 0: must be at least 1"),
         ({"grid": ["cc"]}, r"grid block 1: expected a mapping"),
     ],
 )  # fmt: skip
@@ -129,7 +129,7 @@ def test_run_sweep_reports_progress_and_keeps_going(tmp_path: Path, monkeypatch)
         run.set_phase("complete", tasks=ecfg.tasks, eval=ecfg.key())
         return run
 
-    monkeypatch.setattr("harness.orchestration.pipeline.execute", fake_execute)
+    monkeypatch.setattr("harness.orchestration.sweep.execute", fake_execute)
     lines: list[str] = []
     result = run_sweep(sweep, lines.append)
     assert isinstance(result, SweepResult) and result.failed == [(failing, "RuntimeError: out of memory")]
@@ -152,7 +152,8 @@ EXAMPLES = [
 def test_wt_sweep_trains_once_and_refits_per_point(tmp_path: Path, monkeypatch, capsys) -> None:
     from harness.cli import main
     from methods.cc import CCTuning
-    from methods.cc.transform import load_cc, pairs_from_examples, refit_checkpoint
+    from methods.cc.pairs import pairs_from_examples
+    from methods.cc.transform import load_cc, refit_checkpoint
     from tests.tiny import tiny_llama, tiny_tokenizer
 
     base = tmp_path / "base"

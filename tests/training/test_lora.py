@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import set_seed
 
 from harness.core.config import EvalConfig, RunConfig
-from harness.core.models import load_model
+from harness.data.models import load_model
 from harness.evaluation.evaluate import resolve_tasks
 from harness.orchestration.pipeline import execute
 from harness.training.settings import PROFILES, TrainSettings
