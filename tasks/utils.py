@@ -10,39 +10,28 @@ readers of answers from free text (options, topics, numbers, spans) are in `task
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-try:
-    from harness.data.prompts import SIB_TOPICS
-    from tasks.catalog import BENCHMARKS, load_items
-    from tasks.extraction import (
-        extract_number,
-        extract_option,
-        extract_topic,
-        find_gold,
-        fold,
-        is_no_space_char,
-        is_wordy,
-        same_number,
-    )
-except ImportError:  # lm-eval loads this file by path; without an installed project, add its root
+if importlib.util.find_spec("tasks") is None:  # lm-eval loads this file by path: add the project's root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from harness.data.prompts import SIB_TOPICS
-    from tasks.catalog import BENCHMARKS, load_items
-    from tasks.extraction import (
-        extract_number,
-        extract_option,
-        extract_topic,
-        find_gold,
-        fold,
-        is_no_space_char,
-        is_wordy,
-        same_number,
-    )
+
+from harness.data.prompts import SIB_TOPICS  # noqa: E402
+from tasks.catalog import BENCHMARKS, load_items  # noqa: E402
+from tasks.extraction import (  # noqa: E402
+    extract_number,
+    extract_option,
+    extract_topic,
+    find_gold,
+    fold,
+    is_no_space_char,
+    is_wordy,
+    same_number,
+)
 
 if TYPE_CHECKING:
     import datasets

@@ -100,3 +100,11 @@ def family_tokenizer(family: str) -> PreTrainedTokenizerFast:
     tok.bos_token, tok.eos_token = bos, eos
     tok.chat_template = (TEMPLATES / f"{family}.jinja").read_text(encoding="utf-8")
     return tok
+
+
+def save_tiny_model(folder: Path) -> Path:
+    """`tiny_llama` with `tiny_tokenizer`, saved as a checkpoint folder (a `--model` for the commands)."""
+    tok = tiny_tokenizer()
+    tiny_llama(tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -154,12 +154,9 @@ def test_wt_sweep_trains_once_and_refits_per_point(tmp_path: Path, monkeypatch, 
     from methods.cc import CCTuning
     from methods.cc.pairs import pairs_from_examples
     from methods.cc.transform import load_cc, refit_checkpoint
-    from tests.tiny import tiny_llama, tiny_tokenizer
+    from tests.tiny import save_tiny_model
 
-    base = tmp_path / "base"
-    tok = tiny_tokenizer()
-    tiny_llama(tok).save_pretrained(base)
-    tok.save_pretrained(base)
+    base = save_tiny_model(tmp_path / "base")
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in EXAMPLES), encoding="utf-8")
     sweep_file = write_sweep(tmp_path / "wt.yaml", {

@@ -16,7 +16,7 @@ import yaml
 from harness.cli import main
 from harness.core.method import METHODS, checkpoint_owner
 from harness.core.store import read_status
-from tests.tiny import tiny_llama, tiny_tokenizer
+from tests.tiny import save_tiny_model
 
 EXAMPLES = [
     {"lang": lang, "instruction": f"{word} topic {i} {lang}", "output": "sports", "instruction_en": f"{word} topic {i}"}
@@ -37,10 +37,7 @@ def shift(monkeypatch):
 
 @pytest.fixture
 def setup(tmp_path: Path) -> dict:
-    base = tmp_path / "base"
-    tok = tiny_tokenizer()
-    tiny_llama(tok).save_pretrained(base)
-    tok.save_pretrained(base)
+    base = save_tiny_model(tmp_path / "base")
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in EXAMPLES), encoding="utf-8")
     return {
