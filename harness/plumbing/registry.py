@@ -41,6 +41,11 @@ class Registry(Generic[T]):
 
     def get(self, name: str, where: str = "") -> T:
         self._load_plugins()
+        if not self._items and self.plugins:
+            raise HarnessError(
+                f"no {self.kind} is registered: none of the installed packages declares the entry point group "
+                f"'{self.plugins}'; install this project (pip install -e .) to register its own"
+            )
         if name not in self._items:
             raise unknown(self.kind, name, self._items, where)
         return self._items[name]

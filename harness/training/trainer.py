@@ -14,10 +14,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from harness.data.base import Example
 from harness.data.chat import encode_example
@@ -28,12 +25,16 @@ from harness.plumbing.io import atomic_write_text
 from harness.training import distributed
 from harness.training.settings import TrainContext, TrainSettings, batch_layout
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 
-class SFTDataset(Dataset):
+class SFTDataset:
     """Tokenised examples with the prompt masked out of the labels; per-language counts of examples
-    dropped (the prompt alone exceeds `max_length`) and truncated (the response was cut).
+    dropped (the prompt alone exceeds `max_length`) and truncated (the response was cut). A map-style
+    dataset (`len` and indexing) as the transformers Trainer takes it; torch is imported only to batch.
 
     Subclasses add fields per example by overriding `encode` (CC-Tuning adds the English prompt)."""
 
@@ -85,6 +86,7 @@ class SFTDataset(Dataset):
 def pad_collate(pad_token_id: int):
     """Right-pad every list-valued field: `*input_ids` with the pad id (+ a matching `*attention_mask`),
     `*labels` with -100; scalar fields become tensors. Right padding keeps each RST index unchanged."""
+    import torch
 
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -194,6 +196,7 @@ def latest_checkpoint(folder: Path) -> str | None:
 
 
 def training_arguments(ctx: TrainContext, world_size: int = 1):
+    import torch
     from transformers import TrainingArguments
 
     s = ctx.settings
@@ -231,7 +234,7 @@ def run_trainer(
     ctx: TrainContext,
     model,
     tokenizer,
-    dataset: Dataset,
+    dataset: SFTDataset,
     trainer_cls=None,
     collator=None,
     save_fn=None,
