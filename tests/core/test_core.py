@@ -196,3 +196,15 @@ def test_cli_report_on_missing_folder(tmp_path: Path) -> None:
     out = _cli("report", str(tmp_path / "none"))
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: {tmp_path / 'none'}: no such run folder"
+
+
+def test_methods_are_entry_point_plugins() -> None:
+    """The built-in methods reach the core's registry through this project's entry point (the core never
+    imports them); a registry whose group no installed package declares says so, with the fix."""
+    from importlib.metadata import entry_points
+
+    from harness.plumbing.registry import Registry
+
+    assert [p.value for p in entry_points(group="cc_harness.methods") if p.name == "builtin"] == ["methods"]
+    with pytest.raises(HarnessError, match=r"no thing is registered: .*'cc_harness.nothing'; install this project"):
+        Registry("thing", plugins="cc_harness.nothing").get("x")
