@@ -16,7 +16,7 @@ everything up to it:
 Scored requests go through `methods.cc.two_pass.cc_logits`; generation does pass 1 in `CCLM._model_generate`
 and lets `generate` run pass 2.
 CC inference therefore costs one extra token per request over plain inference, and less than plain
-inference when several continuations share a prompt. `tests/methods/test_cc.py` checks it against two full
+inference when several continuations share a prompt. `tests/methods/test_cc_lm.py` checks it against two full
 forward passes.
 
 RST of a request. lm-eval moves the trailing whitespace of a context into the continuation (the "\\n"

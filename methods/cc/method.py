@@ -21,7 +21,8 @@ table (the Decision Maker still learns: its input embedding and the fused pass a
 default reproduces those runs, and is the cheaper path. `detach_english=false` is the variant the
 paper's text suggests: gradients through the English pass; it needs `gradient_checkpointing=false` or
 `gradient_checkpointing_reentrant=false` (refused otherwise, since re-entrant checkpointing would
-silently drop them). `tests/methods/test_cc.py` shows which parameters receive gradient in each mode.
+silently drop them). `tests/methods/test_cc_faithful_gradients.py` shows which parameters receive
+gradient in each mode.
 
 RST (`rst`, default "last"): the last prompt token, the position whose output is the first response
 token, for any chat template (and our plain template for a base model without one). `rst=authors` takes
@@ -36,7 +37,8 @@ Where this differs from the authors' code otherwise (each deliberate, see METHOD
   on non-English pairs only (English pairs would pull it towards the identity);
 - at evaluation the Decision Maker takes the argmax (theirs samples Gumbel noise, so scores vary from
   run to run; `eval_gumbel` restores that), and the second pass reuses the first pass's key/value cache
-  before the RST instead of running two full forward passes (the same numbers, see tests/methods/test_cc.py);
+  before the RST instead of running two full forward passes (the same numbers, see
+  tests/methods/test_cc_lm.py);
 - ablations: `fixed_source_layer`, `fuse_after_layer`, `dm_hard`, `dm_tau`, `use_wt`, `wt_samples`,
   `wt_source` (training pairs or the parallel corpus), `wt_per_language`;
 - training runs through the transformers Trainer like every method here (DeepSpeed/FSDP through

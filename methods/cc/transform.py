@@ -147,7 +147,7 @@ def fit_transform_matrix(
     Squaring the condition number is harmless while cond(G) <= GRAM_CONDITION_MAX; above it (and when X
     spans fewer directions than min(M*L, d)) W_T is solved by `gelsd` on the stacked float64 rows (with
     gelsd's time and memory: 7x the fast path's time at the 8B shape, M = 250), so the result matches
-    gelsd within FIT_RTOL either way (tests/methods/test_cc.py, bench/bench_wt.py lstsq)."""
+    gelsd within FIT_RTOL either way (tests/methods/test_cc_transform.py, bench/bench_wt.py lstsq)."""
     d = x.shape[-1]
     x2, y2 = x.reshape(-1, d), y.reshape(-1, d)
     transform_matrix, condition = _normal_equations(x2, y2)
