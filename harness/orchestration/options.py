@@ -138,9 +138,9 @@ class RunOptions:
     def parse(cls, values: dict[str, Any], name: Callable[[str], str] = flag) -> RunOptions:
         """From raw values keyed as `DEFAULTS` (missing keys take the defaults). `name(key)` is how an
         error names the option: `--limit` on the command line, `sweep.yaml: limit` in a file."""
-        for key in values:
+        for key in values:  # the command line and the files check their keys first; this guards callers
             if key not in DEFAULTS:
-                raise unknown("option", key, list(DEFAULTS), name(key).rsplit(" ", 1)[0].rstrip(":"))
+                raise unknown("option", key, list(DEFAULTS))
         v = {**DEFAULTS, **{k: val for k, val in values.items() if val is not None or k in ("langs", "limit")}}
         methods = names(v["method"]) or []
         if not methods:
