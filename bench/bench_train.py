@@ -6,7 +6,7 @@ examples, and both as a fraction of this CPU's measured matmul throughput (model
 Same model (the default), same tokenised examples (the `mini-parallel` recipe, chat template, prompt
 masked), batch size, learning rate, optimizer and epochs. The plain side is what a user would write:
 `Trainer` with a padding collator, no checkpoints, `save_model` at the end. The harness side is
-`methods.vanilla` as `harness run` calls it: checkpoints (one at the last step, for crash safety),
+`harness.methods.vanilla` as `harness run` calls it: checkpoints (one at the last step, for crash safety),
 length-grouped batches, the JSONL training log, the atomic final save. Alternating runs in this process;
 medians. Tokens are the non-padding tokens of the batches.
 
@@ -50,7 +50,7 @@ def train_flops_per_token(model, context: float) -> float:
 
 def run_harness(ref: str, examples, settings, seed: int) -> tuple[float, float]:
     from harness.training.settings import TrainContext
-    from methods import METHODS
+    from harness.methods import METHODS
 
     with tempfile.TemporaryDirectory() as tmp:
         ctx = TrainContext(base_model=ref, examples=examples, settings=settings, seed=seed, run_dir=Path(tmp),

@@ -42,7 +42,7 @@ def rss_gb() -> float:
 
 
 def solve(solver: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
-    from methods.cc.transform import fit_transform_matrix, transform_mse
+    from harness.methods.cc.transform import fit_transform_matrix, transform_mse
 
     if solver == "ours":
         return fit_transform_matrix(x, y)
@@ -61,8 +61,8 @@ def random_data(m: int, layers: int, d: int) -> tuple[torch.Tensor, torch.Tensor
 
 def model_data(m: int, langs: list[str]) -> tuple[torch.Tensor, torch.Tensor, float]:
     from harness.data.models import load_model, load_tokenizer, resolve_model
-    from methods.cc.pairs import pairs_from_parallel, sample_pairs
-    from methods.cc.transform import collect_activations
+    from harness.methods.cc.pairs import pairs_from_parallel, sample_pairs
+    from harness.methods.cc.transform import collect_activations
 
     ref = resolve_model("smollm2-135m-instruct")
     tokenizer, model = load_tokenizer(ref), load_model(ref)
@@ -137,7 +137,7 @@ def conditioned_cases(d: int):
 def lstsq_row(case: str, x: torch.Tensor, y: torch.Tensor, xh: torch.Tensor, yh: torch.Tensor) -> dict:
     import numpy as np
 
-    from methods.cc.transform import _normal_equations, fit_transform_matrix, transform_mse
+    from harness.methods.cc.transform import _normal_equations, fit_transform_matrix, transform_mse
 
     d = x.shape[-1]
     x2, y2 = x.reshape(-1, d).double(), y.reshape(-1, d).double()
@@ -170,8 +170,8 @@ def lstsq_row(case: str, x: torch.Tensor, y: torch.Tensor, xh: torch.Tensor, yh:
 
 def lstsq_bench(args: argparse.Namespace) -> None:
     from harness.data.models import load_model, load_tokenizer, resolve_model
-    from methods.cc.pairs import pairs_from_parallel, split_pairs
-    from methods.cc.transform import FIT_RTOL, GRAM_CONDITION_MAX, collect_activations
+    from harness.methods.cc.pairs import pairs_from_parallel, split_pairs
+    from harness.methods.cc.transform import FIT_RTOL, GRAM_CONDITION_MAX, collect_activations
 
     ms = sorted(int(v) for v in args.m.split(","))
     ref = resolve_model("smollm2-135m-instruct")

@@ -3,7 +3,7 @@ with the same response.
 
 Reference: the "+EN" data-level baseline of the CC-Tuning paper (Ye et al., ACL 2025, Sec. 4 and
 `shared/docs/METHOD.md`, "Baselines"): "English translations of the instructions paired with the same
-responses". Training is vanilla SFT on the augmented data (`methods.vanilla.Vanilla.train`).
+responses". Training is vanilla SFT on the augmented data (`harness.methods.vanilla.Vanilla.train`).
 
 The English instruction is the example's `instruction_en` (the recipe's human parallel: FLORES and
 NTREX English sentences in `mini-parallel`). Where the recipe has none (Aya, a JSONL file without it)
@@ -35,10 +35,10 @@ from harness.core.method import register_method
 from harness.data.base import Example
 from harness.data.decontam import texts_overlap
 from harness.data.translate import Translations
+from harness.methods.vanilla import Vanilla
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl
 from harness.training.settings import TrainContext
-from methods.vanilla import Vanilla
 
 log = logging.getLogger(__name__)
 

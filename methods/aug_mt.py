@@ -40,10 +40,10 @@ import random
 from harness.core.method import register_method
 from harness.data.base import LANGUAGES, Example, check_languages
 from harness.data.recipes import RecipeOptions, load_recipe
+from harness.methods.aug_en import AugmentedData, load_translations
+from harness.methods.vanilla import Vanilla
 from harness.plumbing.errors import HarnessError
 from harness.training.settings import TrainContext
-from methods.aug_en import AugmentedData, load_translations
-from methods.vanilla import Vanilla
 
 log = logging.getLogger(__name__)
 

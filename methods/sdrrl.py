@@ -32,7 +32,7 @@ How it differs from the paper's version, where it must:
 - the paper code-switches with word-level bilingual dictionaries; offline we have none, so q_CS is the
   proportional-stretch switch above: approximate (no word alignment), documented, and optional;
 - added examples that repeat one already in the data or overlap a benchmark test item are dropped,
-  and `<run_dir>/train_data.jsonl` keeps the exact data (`methods.aug_en.AugmentedData`).
+  and `<run_dir>/train_data.jsonl` keeps the exact data (`harness.methods.aug_en.AugmentedData`).
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ from harness.data.base import Example
 from harness.data.chat import format_prompt
 from harness.data.models import load_model, load_tokenizer
 from harness.data.translate import ResumableJsonl
+from harness.methods.aug_en import AugmentedData, english_instruction, load_translations
+from harness.methods.vanilla import Vanilla
 from harness.plumbing.errors import HarnessError
 from harness.training.settings import TrainContext
-from methods.aug_en import AugmentedData, english_instruction, load_translations
-from methods.vanilla import Vanilla
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Per benchmark and protocol: the score table (variants x languages, means over seeds), the chance and
 majority rows, the answer statistics of every cell, and deltas against the references with paired
-bootstrap intervals (`reports.stats`). `build_benches` turns the long frame of runs into `BenchReport`s."""
+bootstrap intervals (`harness.reports.stats`). `build_benches` turns the long frame of runs into `BenchReport`s."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from harness.evaluation.diagnostics import (
     has_answers,
     majority_label,
 )
-from reports.runs import RunRecord, natural_key, variant_order
-from reports.stats import Delta, align, paired_bootstrap
-from tasks.catalog import BENCHMARKS
-from tasks.utils import OPTION_LABELS
+from harness.reports.runs import RunRecord, natural_key, variant_order
+from harness.reports.stats import Delta, align, paired_bootstrap
+from harness.tasks.catalog import BENCHMARKS
+from harness.tasks.utils import OPTION_LABELS
 
 log = logging.getLogger(__name__)
 

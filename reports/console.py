@@ -1,6 +1,6 @@
 """The tables `harness run`, `harness eval` and `harness report` print: per benchmark, the baseline rows
 (chance, majority), every variant's scores with their flags, the most frequent answers, and the deltas
-with their intervals, as in the report (`reports.benches.build_benches`), in plain text."""
+with their intervals, as in the report (`harness.reports.benches.build_benches`), in plain text."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 
 from tabulate import tabulate
 
-from reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport, build_benches
-from reports.runs import load_runs
-from reports.stats import Delta
-from reports.table import frame_of
+from harness.reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport, build_benches
+from harness.reports.runs import load_runs
+from harness.reports.stats import Delta
+from harness.reports.table import frame_of
 
 
 def _num(value: float, signed: bool = False) -> str:

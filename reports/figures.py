@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import plots
-from reports.benches import BenchReport
-from reports.runs import RunRecord, natural_key
-from tasks.utils import OPTION_LABELS
+from harness.reports import plots
+from harness.reports.benches import BenchReport
+from harness.reports.runs import RunRecord, natural_key
+from harness.tasks.utils import OPTION_LABELS
 
 log = logging.getLogger(__name__)
 

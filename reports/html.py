@@ -16,11 +16,12 @@ from typing import Any
 
 import yaml
 
+from harness.core.provenance import describe, library_line
 from harness.plumbing.io import atomic_write_text
-from reports.benches import AVG, AVG_NON_EN, BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
-from reports.report import ItemPage, Report
-from reports.runs import RunRecord, variant_order
-from reports.stats import Delta
+from harness.reports.benches import AVG, AVG_NON_EN, BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from harness.reports.report import ItemPage, Report
+from harness.reports.runs import RunRecord, environments_of, variant_order
+from harness.reports.stats import Delta
 
 
 def esc(value: Any) -> str:
@@ -240,12 +241,21 @@ def runs_table(runs: list[RunRecord]) -> str:
         rows.append(
             f'<tr id="run-{esc(run.name)}"><td><code>{esc(run.name)}</code></td><td>{esc(run.variant)}</td>'
             f"<td>{run.seed}</td><td>{len(run.tasks)}</td><td>{esc(shared)}</td>"
+            f"<td>{esc(run.code_summary())}</td><td>{esc(run.time_summary())}<br>"
+            f'<span class="small">{esc(run.hardware_summary())}</span></td>'
             f"<td><details><summary>command</summary><pre>{esc(run.command)}</pre></details>"
             f"<details><summary>config.yaml</summary><pre>{esc(config)}</pre></details></td></tr>"
         )
-    head = ("<thead><tr><th>run</th><th>variant</th><th>seed</th><th>tasks</th>"
-            "<th>trained model of</th><th>command and config</th></tr></thead>")  # fmt: skip
-    return f'<table class="runs">{head}<tbody>{"".join(rows)}</tbody></table>'
+    head = ("<thead><tr><th>run</th><th>variant</th><th>seed</th><th>tasks</th><th>trained model of</th>"
+            "<th>code</th><th>time, hardware</th><th>command and config</th></tr></thead>")  # fmt: skip
+    versions = "".join(
+        f"<tr><td><code>{esc(i)}</code></td><td>{esc(describe(e))}</td><td>{esc(e.get('python'))}</td>"
+        f"<td>{esc(library_line(e))}</td></tr>"
+        for i, e in environments_of(runs).items()
+    )
+    return (f'<table class="runs">{head}<tbody>{"".join(rows)}</tbody></table>'
+            '<h3 id="versions">Versions</h3><table class="runs"><thead><tr><th>environment</th><th>code</th>'
+            f"<th>python</th><th>libraries</th></tr></thead><tbody>{versions}</tbody></table>")  # fmt: skip
 
 
 def render_index(report: Report) -> str:

@@ -8,8 +8,10 @@ from typing import Any
 
 import yaml
 
-from reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
-from reports.report import Report
+from harness.core.provenance import describe, library_line
+from harness.reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from harness.reports.report import Report
+from harness.reports.runs import environments_of
 
 
 def cell(value: Any) -> str:
@@ -126,6 +128,13 @@ def render(report: Report) -> str:
         lines += [f"### {run.name}: {run.variant}, seed {run.seed}", ""]
         if shared:
             lines += [f"Trained model of `{shared}`.", ""]
+        lines += [f"Code: {run.code_summary()}. Time: {run.time_summary()}."
+                  + (f" Hardware: {run.hardware_summary()}." if run.hardware_summary() else ""), ""]
         lines += ["```bash", run.command, "```", "", "```yaml",
                   yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True).rstrip(), "```", ""]  # fmt: skip
+    envs = environments_of(report.runs)
+    if envs:
+        lines += ["## Versions", ""] + table(["environment", "code", "python", "libraries"],
+                                             [[i, describe(e), str(e.get("python")), library_line(e)]
+                                              for i, e in envs.items()])  # fmt: skip
     return "\n".join(lines)

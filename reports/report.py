@@ -5,10 +5,10 @@ What it computes (`build_report`), per benchmark and protocol:
 - a score table: variants (method + chosen options) as rows, languages as columns (non-English first,
   their average, then English apart, then the average of all), means over seeds, best cell marked;
 - deltas against vanilla SFT and against the zero-shot model with paired bootstrap 95 % intervals over
-  items and seeds (`reports.stats`), and the item counts behind them;
+  items and seeds (`harness.reports.stats`), and the item counts behind them;
 - figures: per-language bars, the Decision Maker's layer choices of every CC run, accuracy against a
   fixed source layer, W_T's MSE and accuracy against M, training loss.
-`reports.write.write_report` renders it (`reports.html`, `reports.markdown`) next to the CSV files. The figures
+`harness.reports.write.write_report` renders it (`harness.reports.html`, `harness.reports.markdown`) next to the CSV files. The figures
 of a method's runs come from the method (`Method.report_figures`), so the report names no method.
 """
 
@@ -21,17 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.method import METHODS
-from reports import plots
-from reports.benches import (
+from harness.core.provenance import describe
+from harness.reports import plots
+from harness.reports.benches import (
     BASELINE_ROWS,
     REFERENCES,
     BenchReport,
     build_benches,
     with_bench,
 )
-from reports.figures import Figure, FigureContext, answers_figure, loss_figure
-from reports.runs import RunRecord, load_runs, variant_order
-from reports.table import frame_of
+from harness.reports.figures import Figure, FigureContext, answers_figure, loss_figure
+from harness.reports.runs import RunRecord, environments_of, load_runs, variant_order
+from harness.reports.table import frame_of
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
             continue
         if benches and not any(reference in b.deltas for b in benches):
             notes.append(f"no '{reference}' run among the reports' runs: no deltas against {name}")
+    envs = environments_of(runs)
+    if len(envs) > 1:
+        notes.append(f"these runs were produced by {len(envs)} versions of the code or its libraries ("
+                     + "; ".join(f"{i}: {describe(e)}" for i, e in envs.items())
+                     + "): the Runs section says which run and phase each produced")  # fmt: skip
+    unrecorded = [r.name for r in runs if not r.environments()]
+    if unrecorded:
+        notes.append(f"{len(unrecorded)} run(s) stored before provenance was recorded: their code version is unknown")
     rank = {v: i for i, v in enumerate(variant_order([r.variant for r in runs]))}
     return Report(
         title="Multilingual fine-tuning report",

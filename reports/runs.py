@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.core.config import RunConfig
 from harness.core.method import METHODS
+from harness.core.provenance import describe
 from harness.core.store import StoredRun, find_runs
 from harness.evaluation.diagnostics import cell_diagnostics
 from harness.plumbing.errors import HarnessError
@@ -83,6 +84,61 @@ class RunRecord:
     @cached_property
     def train_log(self) -> list[dict[str, Any]]:
         return self.stored.train_log()
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        """`provenance.json` (`harness.core.provenance`): the environments and the phases that ran."""
+        return self.stored.provenance()
+
+    def environments(self) -> dict[str, dict[str, Any]]:
+        """The environments (id -> code and library versions) that ran this run's phases, in order."""
+        known = self.provenance.get("environments", {})
+        used = dict.fromkeys(p.get("env") for p in self.provenance.get("phases", []))
+        return {env: known.get(env, {}) for env in used if env}
+
+    def code_summary(self) -> str:
+        """`0.1.0 @ 9626d1a`, or per phase when phases ran under different versions; "not recorded" for a run
+        stored before provenance was."""
+        envs = self.environments()
+        if len(envs) <= 1:
+            return describe(next(iter(envs.values()), {}))
+        by_env: dict[str, list[str]] = {}
+        for p in self.provenance.get("phases", []):
+            by_env.setdefault(p.get("env", ""), []).append(p.get("phase", "?"))
+        return "; ".join(
+            f"{'+'.join(dict.fromkeys(ph))}: {describe(envs.get(e, {}))}" for e, ph in by_env.items()
+        )
+
+    def time_summary(self) -> str:
+        """Wall seconds per phase (CPU seconds in brackets), summed over the sessions that ran each phase."""
+        totals: dict[str, list[float]] = {}
+        for p in self.provenance.get("phases", []):
+            wall_cpu = totals.setdefault(p.get("phase", "?"), [0.0, 0.0])
+            wall_cpu[0] += float(p.get("wall_s", 0.0))
+            wall_cpu[1] += float(p.get("cpu_s", 0.0))
+        return (
+            ", ".join(f"{phase} {w:.0f} s ({c:.0f} s CPU)" for phase, (w, c) in totals.items())
+            or "not recorded"
+        )
+
+    def hardware_summary(self) -> str:
+        """Device, dtype and threads of the training and evaluation phases."""
+        parts = []
+        for p in self.provenance.get("phases", []):
+            if p.get("phase") in ("training", "evaluation") and "device" in p and not p.get("shared_from"):
+                parts.append(
+                    f"{p['phase']}: {p['device']}, {p.get('dtype', '?')}, {p.get('threads')} threads"
+                )
+        return "; ".join(dict.fromkeys(parts))
+
+
+def environments_of(runs: list[RunRecord]) -> dict[str, dict[str, Any]]:
+    """Every environment that produced a phase of `runs` (id -> versions), in order of first use."""
+    found: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for env_id, env in run.environments().items():
+            found.setdefault(env_id, env)
+    return found
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

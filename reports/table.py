@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.plumbing.io import atomic_write_text
-from reports.runs import RunRecord, load_runs
+from harness.reports.runs import RunRecord, load_runs
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ COLUMNS = [
 
 def load_frame(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """One row per run x task with the task's primary metric (x 100), the run's seed and its variant
-    label (`reports.runs.variant_labels`), the cell's baselines (x 100) and answer statistics
+    label (`harness.reports.runs.variant_labels`), the cell's baselines (x 100) and answer statistics
     (`harness.evaluation.diagnostics`; empty where the task has none). Runs that are not complete are left out and returned as the
     second value, so callers can warn about them."""
     runs, skipped = load_runs(paths)

@@ -14,10 +14,10 @@ import pandas as pd
 from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_text
-from reports import html, markdown
-from reports.benches import BASELINE_ROWS
-from reports.report import Report, build_report
-from reports.table import frame_of, write_tables
+from harness.reports import html, markdown
+from harness.reports.benches import BASELINE_ROWS
+from harness.reports.report import Report, build_report
+from harness.reports.table import frame_of, write_tables
 
 log = logging.getLogger(__name__)
 

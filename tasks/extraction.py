@@ -1,8 +1,8 @@
-"""Reading an answer out of free model text, for the `_gen` protocol's metrics (`tasks.utils`): text
+"""Reading an answer out of free model text, for the `_gen` protocol's metrics (`harness.tasks.utils`): text
 folding (NFKC, native digits to ASCII, the scripts written without spaces), the chosen option label of
 a multiple-choice item (`extract_option`), the SIB-200 topic (`extract_topic`), the final number of an
 MGSM answer (`extract_number`, `same_number`) and a gold span in a QA answer (`find_gold`). Standard
-library only; `tasks/utils.py` imports it as `tasks.extraction`, through its sys.path fallback when
+library only; `tasks/utils.py` imports it as `harness.tasks.extraction`, through its sys.path fallback when
 lm-eval loads that file by path.
 """
 

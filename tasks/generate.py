@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.catalog import BENCHMARKS, TASKS_DIR, Benchmark
+from harness.tasks.catalog import BENCHMARKS, TASKS_DIR, Benchmark
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ text, so extraction has to survive what small models really write: "(2) Neutral"
 "答案是Ｂ", "उत्तर: २", the option's text instead of its number, an echo of the whole option list.
 `extract_answer` and `score` are also called by the run store to write per-item samples. This module
 holds the hooks, the per-benchmark dispatch, the option texts of an item's prompt and ROUGE-L; the
-readers of answers from free text (options, topics, numbers, spans) are in `tasks.extraction`.
+readers of answers from free text (options, topics, numbers, spans) are in `harness.tasks.extraction`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if importlib.util.find_spec("tasks") is None:  # lm-eval loads this file by path: add the project's root
+if importlib.util.find_spec("harness") is None:  # lm-eval loads this file by path: add the project's root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.data.prompts import SIB_TOPICS  # noqa: E402
-from tasks.catalog import BENCHMARKS, load_items  # noqa: E402
-from tasks.extraction import (  # noqa: E402
+from harness.tasks.catalog import BENCHMARKS, load_items  # noqa: E402
+from harness.tasks.extraction import (  # noqa: E402
     extract_number,
     extract_option,
     extract_topic,

@@ -16,32 +16,33 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("harness", "methods", "reports", "tasks")
+# Source folder -> the package it installs as (pyproject's `package-dir`).
+PACKAGES = {"harness": "harness", "methods": "harness.methods", "reports": "harness.reports", "tasks": "harness.tasks"}
 
 # (layer, prefixes): a module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (0, "plumbing", ("harness.plumbing",)),
-    (1, "core", ("harness", "harness.data", "harness.core", "harness.training", "harness.evaluation", "tasks")),
-    (2, "reports", ("reports",)),
-    (3, "methods", ("methods",)),
+    (1, "core", ("harness", "harness.data", "harness.core", "harness.training", "harness.evaluation", "harness.tasks")),
+    (2, "reports", ("harness.reports",)),
+    (3, "methods", ("harness.methods",)),
     (4, "orchestration", ("harness.orchestration",)),
     (5, "cli", ("harness.cli",)),
 ]
-CORE_PACKAGES = ("harness.data", "harness.core", "harness.training", "harness.evaluation", "tasks")
+CORE_PACKAGES = ("harness.data", "harness.core", "harness.training", "harness.evaluation", "harness.tasks")
 
 # Third-party packages slow enough to import that a function may import them where it needs them.
 HEAVY = {"torch", "transformers", "lm_eval", "matplotlib", "accelerate", "datasets", "peft", "safetensors",
          "huggingface_hub", "gguf", "deepspeed", "evaluate", "sacrebleu", "langdetect"}  # fmt: skip
 # Our modules that subclass a heavy third-party class at import time (transformers' Trainer: ~6 s; lm-eval's
 # HFLM: ~3 s): imported where used, so that `harness --help` does not pay for them.
-HEAVY_BOUNDARIES = {"methods.cc.trainer": "transformers", "methods.cc.lm": "lm_eval"}
+HEAVY_BOUNDARIES = {"harness.methods.cc.trainer": "transformers", "harness.methods.cc.lm": "lm_eval"}
 
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
-    return ".".join(parts)
+    return ".".join([PACKAGES[parts[0]], *parts[1:]])
 
 
 def modules() -> dict[str, Path]:

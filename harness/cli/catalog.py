@@ -6,7 +6,7 @@ import argparse
 
 from harness.core.method import METHODS
 from harness.data.recipes import describe_recipes
-from tasks.catalog import BENCHMARKS, item_count
+from harness.tasks.catalog import BENCHMARKS, item_count
 
 
 def add(sub: argparse._SubParsersAction) -> None:

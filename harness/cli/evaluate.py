@@ -9,8 +9,8 @@ from harness.cli.common import add_evaluation_arguments, command_of, given
 from harness.orchestration.options import RunOptions, plan_runs
 from harness.orchestration.pipeline import execute_all
 from harness.plumbing.errors import HarnessError
+from harness.reports.console import run_table
 from harness.training import distributed
-from reports.console import run_table
 
 
 def add(sub: argparse._SubParsersAction) -> None:

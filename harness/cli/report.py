@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reports.console import render
-from reports.write import write_report
+from harness.reports.console import render
+from harness.reports.write import write_report
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from harness.orchestration.dryrun import print_plan
 from harness.orchestration.options import RunOptions, plan_runs
 from harness.orchestration.pipeline import execute_all
 from harness.plumbing.errors import HarnessError
-from reports.console import run_table
+from harness.reports.console import run_table
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 from harness.orchestration.options import check_inputs
 from harness.orchestration.sweep import load_sweep, plan_lines, run_sweep
 from harness.plumbing.errors import HarnessError
+from harness.reports.write import write_report
 from harness.training import distributed
-from reports.write import write_report
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -120,8 +120,8 @@ class Method:
 
     @classmethod
     def report_figures(cls, ctx: Any) -> dict[str, list[Any]]:
-        """Figures of this method's runs for `harness report`: section title -> `reports.figures.Figure`s.
-        `ctx` is a `reports.figures.FigureContext` (the runs, their scores, the benchmark tables and the
+        """Figures of this method's runs for `harness report`: section title -> `harness.reports.figures.Figure`s.
+        `ctx` is a `harness.reports.figures.FigureContext` (the runs, their scores, the benchmark tables and the
         folder to draw into); drawn only when the report holds runs of this method."""
         return {}
 

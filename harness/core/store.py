@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from harness.core.config import RunConfig
+from harness.core.provenance import PhaseClock, environment, environment_id, hardware
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml, confined
 from harness.training import distributed
@@ -63,6 +64,21 @@ class Run:
         status = {**self.status(), **extra, "phase": phase, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_json(self.dir / "status.json", status)
 
+    # -- provenance -------------------------------------------------------------------------------
+    def record_phase(self, phase: str, clock: PhaseClock, dtype: str | None = None, **details: Any) -> None:
+        """Append one finished phase to `provenance.json`: the environment that ran it (its id, with the
+        environment itself stored once), the hardware, wall and CPU seconds, and `details`."""
+        if not distributed.is_main():
+            return
+        env = environment()
+        path = self.dir / "provenance.json"
+        record = read_json(path) or {"environments": {}, "phases": []}
+        record["environments"][environment_id(env)] = env
+        record["phases"].append({"phase": phase, "env": environment_id(env),
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **clock.elapsed(),
+                                 **hardware(dtype), **details})  # fmt: skip
+        atomic_write_json(path, record)
+
     def is_trained(self) -> bool:
         # The model folder is renamed into place only once training has finished.
         return (self.model_dir / "config.json").is_file()
@@ -78,8 +94,10 @@ class Run:
     def save_result(self, task: str, result: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         if not distributed.is_main():
             return
-        # Samples first, then the result: a result file exists only with its samples beside it.
+        # Samples first, then the result: a result file exists only with its samples beside it. `env` names the
+        # code and library versions that computed it (`provenance.json`).
         atomic_write_jsonl(confined(self.dir, "samples", f"{task}.jsonl"), samples)
+        result = {**result, "env": environment_id(environment())}
         atomic_write_json(confined(self.dir, "results", f"{task}.json"), result)
 
 
@@ -115,11 +133,12 @@ class StoredRun:
 
     def artifact(self, name: str) -> dict[str, Any] | None:
         """A JSON file a method or the evaluator wrote into the run folder, when present and readable."""
-        path = confined(self.dir, name)
-        try:
-            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        except json.JSONDecodeError:
-            return None
+        return read_json(confined(self.dir, name))
+
+    def provenance(self) -> dict[str, Any]:
+        """`provenance.json`: `environments` (id -> versions) and `phases` (one record per phase run), or
+        empty for a run stored before provenance was recorded."""
+        return read_json(self.dir / "provenance.json") or {}
 
     def train_log(self) -> list[dict[str, Any]]:
         """The rows of `train_log.jsonl` (a line cut by an interruption is skipped)."""
@@ -131,6 +150,16 @@ class StoredRun:
             except json.JSONDecodeError:
                 continue
         return rows
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when it is absent or unreadable (a file cut short by a crash is rewritten
+    whole by its next atomic write)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`ResumableJsonl`: an append-only JSONL file of keyed rows that survives being killed mid-write. It is
 read once, appended one flushed (fsynced) batch at a time, and a last line torn by a kill is dropped and
 cut from the file before the next append. `harness translate` keeps its translations in one
-(`harness.data.translate`), and SDRRL its generated answers (`methods.sdrrl`).
+(`harness.data.translate`), and SDRRL its generated answers (`harness.methods.sdrrl`).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tasks.utils import OPTION_LABELS
+from harness.tasks.utils import OPTION_LABELS
 
 COLLAPSE_SHARE = 0.8
 NO_ANSWER_SHARE = 0.2

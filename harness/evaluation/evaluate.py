@@ -10,8 +10,8 @@ from typing import Any
 from harness.data.base import LANGUAGES, check_languages
 from harness.evaluation.diagnostics import cell_diagnostics
 from harness.plumbing.errors import HarnessError, near
-from tasks.catalog import BENCHMARKS, TASKS_DIR, parse_task_name
-from tasks.utils import extract_answer
+from harness.tasks.catalog import BENCHMARKS, TASKS_DIR, parse_task_name
+from harness.tasks.utils import extract_answer
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,24 @@ def make_hflm_kwargs(batch_size: int, trust_remote_code: bool) -> dict[str, Any]
     }
 
 
-def run_lm_eval(lm, refs: list[TaskRef], limit: int | None, seed: int, apply_chat_template: bool = True):
-    """One `simple_evaluate` call for all tasks; returns lm-eval's result dict."""
+def run_lm_eval(
+    lm,
+    refs: list[TaskRef],
+    limit: int | None,
+    seed: int,
+    apply_chat_template: bool = True,
+    tracker=None,
+    model_name: str | None = None,
+):
+    """One `simple_evaluate` call for all tasks; returns lm-eval's result dict. `tracker` (an
+    `EvaluationTracker`) records the experiment's arguments for lm-eval's own result files, with
+    `model_name` as the `pretrained=` model argument."""
     from lm_eval import simple_evaluate
 
     return simple_evaluate(
         model=lm,
+        model_args=f"pretrained={model_name}" if model_name else None,
+        evaluation_tracker=tracker,
         tasks=[r.name for r in refs],
         limit=limit,
         task_manager=_task_manager(),

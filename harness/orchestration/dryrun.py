@@ -7,7 +7,7 @@ accelerate launch), and the model built on the meta device from its config: para
 optimizer step, and the memory full fine-tuning needs for weights, gradients and Adam states.
 
 Nothing is downloaded where the Hub is unreachable, and no weights are read. A model's config comes from a
-local checkpoint, else from `experiments/model_configs/<org>__<name>/config.json` (shipped for the paper's
+local checkpoint, else from `harness/orchestration/model_configs/<org>__<name>/config.json` (shipped for the paper's
 models), else from the Hub or its local cache. A tokenizer that is not at hand is reported in one line and
 the figures that need it (tokens, examples over the cutoff) are skipped.
 """
@@ -35,12 +35,12 @@ from harness.evaluation.evaluate import TaskRef
 from harness.orchestration.options import PlannedRun, run_label
 from harness.orchestration.sweep import run_state
 from harness.plumbing.errors import HarnessError
+from harness.tasks.catalog import BENCHMARKS, item_count
 from harness.training import distributed
 from harness.training.settings import TrainContext, TrainSettings, batch_layout
 from harness.training.trainer import SFTDataset, latest_checkpoint, training_arguments
-from tasks.catalog import BENCHMARKS, item_count
 
-MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "model_configs"
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 
 # Full fine-tuning in mixed precision, bytes per parameter: bf16 weights and gradients, fp32 master
 # weights and Adam's two moments (the ZeRO paper's 16 bytes per parameter). Activations come on top.
@@ -65,7 +65,7 @@ def hub_reachable() -> bool:
 
 
 def local_config_dir(model: str) -> Path | None:
-    """`experiments/model_configs/<org>__<name>/` when it holds the config of Hub id `model`."""
+    """`model_configs/<org>__<name>/` when it holds the config of Hub id `model`."""
     folder = MODEL_CONFIGS / model.replace("/", "__")
     return folder if "/" in model and (folder / "config.json").is_file() else None
 

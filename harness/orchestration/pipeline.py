@@ -25,10 +25,12 @@ from typing import Any
 
 from harness.core.config import EvalConfig, RunConfig
 from harness.core.method import METHODS
+from harness.core.provenance import PhaseClock
 from harness.core.store import Run
 from harness.data.models import check_same_model, resolve_model
 from harness.evaluation.cache import CachedLM, ResponseCache, checkpoint_fingerprint
 from harness.evaluation.evaluate import TaskRef, make_hflm_kwargs, run_lm_eval, split_results
+from harness.evaluation.lm_eval_files import new_tracker, write_lm_eval_files
 from harness.orchestration.options import PlannedRun, check_inputs
 from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
@@ -48,6 +50,7 @@ def train_run(run: Run, method, base_model: str) -> None:
     if not method.trains or run.is_trained():
         return
     run.set_phase("data")
+    clock = PhaseClock()
     examples = cfg.training_examples()
     method.check_examples(examples)
     counts = Counter(ex.lang for ex in examples)
@@ -55,6 +58,7 @@ def train_run(run: Run, method, base_model: str) -> None:
         atomic_write_json(run.dir / "data.json", {"recipe": cfg.recipe, "examples": len(examples),
                                                   "per_language": dict(sorted(counts.items()))})  # fmt: skip
     log.info("%s: %d training examples in %d languages", run.id, len(examples), len(counts))
+    run.record_phase("data", clock, examples=len(examples))
     faults.point("data")
     run.set_phase("training")
     ctx = TrainContext(
@@ -66,7 +70,9 @@ def train_run(run: Run, method, base_model: str) -> None:
         output_dir=run.model_dir,
         trust_remote_code=cfg.trust_remote_code,
     )
+    clock = PhaseClock()
     method.train(ctx)
+    run.record_phase("training", clock, dtype="bf16 mixed precision" if ctx.settings.bf16 else "float32")
     run.set_phase("trained", data_stats=ctx.extra.get("data_stats", {}))
 
 
@@ -80,6 +86,7 @@ def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: E
         if method.trains:
             check_same_model(checkpoint, base_model)
         log.info("%s: evaluating %d tasks on %s", run.id, len(missing), checkpoint)
+        clock = PhaseClock()
         lm_kwargs = make_hflm_kwargs(ecfg.batch_size, run.config.trust_remote_code)
         cache = ResponseCache(run.dir / "eval_cache.sqlite")
         try:
@@ -99,14 +106,20 @@ def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: E
                     {k: v for k, v in lm_kwargs.items() if k != "trust_remote_code"},
                 ], sort_keys=True, default=str).encode()).hexdigest()  # fmt: skip
             lm = CachedLM(inner, cache, model_key, chunk_size=EVAL_CHUNK_BATCHES * ecfg.batch_size)
-            output = run_lm_eval(lm, missing, ecfg.limit, run.config.seed, ecfg.apply_chat_template)
+            tracker = new_tracker(run.dir)
+            output = run_lm_eval(lm, missing, ecfg.limit, run.config.seed, ecfg.apply_chat_template, tracker,
+                                 model_name=str(checkpoint))  # fmt: skip
             log.info("%s: %d responses from the run's cache, %d computed", run.id, lm.hits, lm.computed)
             if hasattr(inner, "artifacts"):
                 atomic_write_json(run.dir / "eval_artifacts.json", inner.artifacts())
+            if distributed.is_main():
+                write_lm_eval_files(run.dir, tracker, output, model_name=str(run.config.model))
             for ref in missing:
                 result, samples = split_results(output, ref)
                 run.save_result(ref.name, {**result, "key": key}, samples)
                 faults.point("result")
+            run.record_phase("evaluation", clock, dtype=lm_kwargs["dtype"], tasks=[r.name for r in missing],
+                             responses_cached=lm.hits, responses_computed=lm.computed)  # fmt: skip
         finally:
             cache.close()
     results = {r.name: run.stored_result(r.name, key) for r in refs}
@@ -122,6 +135,7 @@ def share_trained_model(run: Run, source: Run, method) -> None:
         return
     run.set_phase("training", training_run=source.id)
     log.info("%s: the trained model of %s", run.id, source.id)
+    clock = PhaseClock()
     tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=run.dir))
     try:
         method.share_model(source.dir, run.dir, tmp, run.config)
@@ -134,6 +148,7 @@ def share_trained_model(run: Run, source: Run, method) -> None:
     for name in ("train_log.jsonl", "data.json"):
         if (source.dir / name).is_file():
             shutil.copyfile(source.dir / name, run.dir / name)
+    run.record_phase("training", clock, shared_from=source.id)
     run.set_phase("trained", training_run=source.id, data_stats=source.status().get("data_stats", {}))
 
 

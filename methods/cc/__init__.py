@@ -8,11 +8,17 @@
 - `method`: `CCTuning`, the method registered as `cc`.
 """
 
-from methods.cc.hooks import CCHooks, decoder_layers, feed_forward
-from methods.cc.method import ARTIFACTS, CCDataset, CCTuning, english_gradient, training_layer_histogram
-from methods.cc.model import CCModel, CCOptions
-from methods.cc.pairs import Pair
-from methods.cc.transform import (
+from harness.methods.cc.hooks import CCHooks, decoder_layers, feed_forward
+from harness.methods.cc.method import (
+    ARTIFACTS,
+    CCDataset,
+    CCTuning,
+    english_gradient,
+    training_layer_histogram,
+)
+from harness.methods.cc.model import CCModel, CCOptions
+from harness.methods.cc.pairs import Pair
+from harness.methods.cc.transform import (
     CCWeights,
     fit_and_save,
     fit_transform,

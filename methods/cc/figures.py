@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import plots
-from reports.benches import BenchReport, with_bench
-from reports.figures import Figure, FigureContext, mean_spread, non_en_average, safe_name
-from reports.runs import RunRecord, natural_key
+from harness.reports import plots
+from harness.reports.benches import BenchReport, with_bench
+from harness.reports.figures import Figure, FigureContext, mean_spread, non_en_average, safe_name
+from harness.reports.runs import RunRecord, natural_key
 
 log = logging.getLogger(__name__)
 

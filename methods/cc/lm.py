@@ -13,7 +13,7 @@ everything up to it:
   shares the prompt (multiple-choice options score one prompt pass);
 - pass 2 runs [RST .. end] on that cache, right-padded so every row's RST is column 0, with the fused
   vector added there. Logits of positions before the RST come from pass 1.
-Scored requests go through `methods.cc.two_pass.cc_logits`; generation does pass 1 in `CCLM._model_generate`
+Scored requests go through `harness.methods.cc.two_pass.cc_logits`; generation does pass 1 in `CCLM._model_generate`
 and lets `generate` run pass 2.
 CC inference therefore costs one extra token per request over plain inference, and less than plain
 inference when several continuations share a prompt. `tests/methods/test_cc_lm.py` checks it against two full
@@ -41,12 +41,12 @@ from torch import nn
 from tqdm import tqdm
 
 from harness.data.base import LANGUAGES
+from harness.methods.cc.hooks import CCHooks
+from harness.methods.cc.model import CCOptions, accepts_logits_to_keep, decide, fuse_vector, histogram_entropy
+from harness.methods.cc.rst import rst_offset
+from harness.methods.cc.transform import CCWeights, load_cc
+from harness.methods.cc.two_pass import Row, cc_logits, new_cache
 from harness.plumbing.errors import HarnessError
-from methods.cc.hooks import CCHooks
-from methods.cc.model import CCOptions, accepts_logits_to_keep, decide, fuse_vector, histogram_entropy
-from methods.cc.rst import rst_offset
-from methods.cc.transform import CCWeights, load_cc
-from methods.cc.two_pass import Row, cc_logits, new_cache
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ gradient in each mode.
 
 RST (`rst`, default "last"): the last prompt token, the position whose output is the first response
 token, for any chat template (and our plain template for a base model without one). `rst=authors` takes
-the authors' token per family (`methods.cc.rst.AUTHORS_RST`: Qwen2 `assistant`, Mistral the token before
+the authors' token per family (`harness.methods.cc.rst.AUTHORS_RST`: Qwen2 `assistant`, Mistral the token before
 `[/INST]`, Llama-3 the last token as ours); the paper configs for Qwen2.5-7B and Mistral-7B-v0.3 use it.
 
 Where this differs from the authors' code otherwise (each deliberate, see METHOD.md **[ours]**):
@@ -57,16 +57,16 @@ from harness.core.method import Method, register_method
 from harness.data.base import Example
 from harness.data.chat import encode_prompt
 from harness.data.models import load_model
+from harness.methods.cc.figures import ARTIFACTS, cc_figures
+from harness.methods.cc.model import CCModel, CCOptions, histogram_entropy
+from harness.methods.cc.pairs import Pair, pairs_from_examples, pairs_from_parallel
+from harness.methods.cc.rst import AUTHORS_RST, RST_MODES, describe_rst, rst_offset
+from harness.methods.cc.transform import CC_SIDECAR, CC_WEIGHTS, TransformFit, fit_and_save, refit_checkpoint
 from harness.plumbing.errors import HarnessError, unknown
 from harness.plumbing.io import atomic_write_json, link_tree
+from harness.reports.figures import Figure, FigureContext
 from harness.training.settings import TrainContext, TrainSettings
 from harness.training.trainer import SFTDataset, drop_tied_copies, load_for_training, run_trainer
-from methods.cc.figures import ARTIFACTS, cc_figures
-from methods.cc.model import CCModel, CCOptions, histogram_entropy
-from methods.cc.pairs import Pair, pairs_from_examples, pairs_from_parallel
-from methods.cc.rst import AUTHORS_RST, RST_MODES, describe_rst, rst_offset
-from methods.cc.transform import CC_SIDECAR, CC_WEIGHTS, TransformFit, fit_and_save, refit_checkpoint
-from reports.figures import Figure, FigureContext
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ WT_FIT_OPTIONS = ("wt_samples", "wt_source", "wt_per_language")
 class CCDataset(SFTDataset):
     """`SFTDataset` plus the English prompt and its RST for every example (English examples are their
     own English prompt); an example is dropped when either prompt exceeds `max_length`. Both RSTs are
-    `rst_offset` tokens from the end of their prompt (`methods.cc.rst.rst_offset`)."""
+    `rst_offset` tokens from the end of their prompt (`harness.methods.cc.rst.rst_offset`)."""
 
     def __init__(self, tokenizer, examples: list[Example], max_length: int, rst_offset: int = 1) -> None:
         self.rst_offset = rst_offset
@@ -192,7 +192,7 @@ class CCTuning(Method):
     def train(self, ctx: TrainContext) -> None:
         from transformers import set_seed
 
-        from methods.cc.trainer import CCTrainer
+        from harness.methods.cc.trainer import CCTrainer
 
         self.check_settings(ctx.settings)
         set_seed(ctx.seed)  # the Decision Maker's (and LoRA's) initialisation
@@ -285,7 +285,7 @@ class CCTuning(Method):
     @classmethod
     def report_figures(cls, ctx: FigureContext) -> dict[str, list[Figure]]:
         """Layer choices per run, accuracy against a fixed source layer, W_T against M, and sampled
-        against argmax decisions at evaluation (`methods.cc.figures`)."""
+        against argmax decisions at evaluation (`harness.methods.cc.figures`)."""
         return cc_figures(ctx)
 
     def checkpoint(self, run_dir: Path, base_model: str) -> str:
@@ -300,7 +300,7 @@ class CCTuning(Method):
 
     def make_lm(self, checkpoint: str, **lm_kwargs: Any):
         """The CC-aware lm-eval model (records its layer choices: `lm.artifacts()`)."""
-        from methods.cc.lm import CCLM
+        from harness.methods.cc.lm import CCLM
 
         return CCLM(
             pretrained=checkpoint,

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
+from harness.methods.cc.hooks import CCHooks
 from harness.plumbing.errors import HarnessError
 from harness.training.trainer import enable_gradient_checkpointing
-from methods.cc.hooks import CCHooks
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from methods.cc.model import histogram_entropy
+from harness.methods.cc.model import histogram_entropy
 
 
 class _LayerChoiceLog(TrainerCallback):

@@ -24,12 +24,12 @@ from torch import nn
 
 from harness.data.chat import encode_prompt
 from harness.data.models import load_model, load_tokenizer
+from harness.methods.cc.hooks import CCHooks
+from harness.methods.cc.pairs import Pair, as_pairs, split_pairs
+from harness.methods.cc.rst import rst_offset
 from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json
-from methods.cc.hooks import CCHooks
-from methods.cc.pairs import Pair, as_pairs, split_pairs
-from methods.cc.rst import rst_offset
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def collect_activations(
     hooks: CCHooks | None = None,
     rst: str = "last",
 ) -> torch.Tensor:
-    """Feed-forward outputs at the RST (`methods.cc.rst.rst_offset`) of each templated instruction:
+    """Feed-forward outputs at the RST (`harness.methods.cc.rst.rst_offset`) of each templated instruction:
     (n, L, d), float32, on the CPU."""
     hooks = hooks or CCHooks(model)
     was_training = model.training

@@ -1,4 +1,4 @@
-"""The two-pass CC forward with key/value reuse that `CCLM` (`methods.cc.lm`) scores requests with:
+"""The two-pass CC forward with key/value reuse that `CCLM` (`harness.methods.cc.lm`) scores requests with:
 `cc_logits` runs pass 1 over each distinct prompt [0 .. RST] (left-padded, the RST in the last column),
 recording a and e there and filling a cache that is cropped before the RST and repeated for every row
 sharing the prompt, then pass 2 over [RST .. end] (right-padded, the RST in column 0) with the fused
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from methods.cc.hooks import CCHooks
-from methods.cc.model import accepts_logits_to_keep
+from harness.methods.cc.hooks import CCHooks
+from harness.methods.cc.model import accepts_logits_to_keep
 
 # (a (n, L, d), e (n, d), the n prompts' tokens) -> (fused vector (n, d), chosen layer (n,))
 FuseFn = Callable[[torch.Tensor, torch.Tensor, Sequence[Sequence[int]]], tuple[torch.Tensor, torch.Tensor]]

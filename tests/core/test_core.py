@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.core.config import RunConfig
+from harness.core.provenance import environment, environment_id
 from harness.core.store import Run, find_runs
 from harness.data.base import Example, iter_jsonl
 from harness.plumbing.errors import HarnessError
@@ -78,7 +79,7 @@ def test_training_settings_take_numbers_written_as_yaml_reads_them() -> None:
             resolve_settings("cpu", _pairs([value], "--set"))
         assert str(e.value) == message
     # method options the same way (`--method-opt wt_samples=1e3`)
-    from methods import METHODS
+    from harness.methods import METHODS
 
     options = METHODS.get("cc").resolve_options(_pairs(["wt_samples=1e3", "dm_tau=5e-1"], "--method-opt"))
     assert (options["wt_samples"], options["dm_tau"]) == (1000, 0.5) and isinstance(options["wt_samples"], int)
@@ -123,7 +124,9 @@ def test_run_store_phases_and_results(tmp_path: Path) -> None:
     assert run.status()["phase"] == "created"
     key = {"limit": 5, "apply_chat_template": True}
     run.save_result("t", {"task": "t", "key": key}, [{"id": 0}])
-    assert run.stored_result("t", key) == {"task": "t", "key": key}
+    # Each result names the environment (code and library versions) that computed it.
+    env = environment_id(environment())
+    assert run.stored_result("t", key) == {"task": "t", "key": key, "env": env}
     assert run.stored_result("t", {"limit": 6, "apply_chat_template": True}) is None
     run.set_phase("complete", tasks=["t"])
     assert run.status()["tasks"] == ["t"]
@@ -205,6 +208,6 @@ def test_methods_are_entry_point_plugins() -> None:
 
     from harness.plumbing.registry import Registry
 
-    assert [p.value for p in entry_points(group="cc_harness.methods") if p.name == "builtin"] == ["methods"]
+    assert [p.value for p in entry_points(group="cc_harness.methods") if p.name == "builtin"] == ["harness.methods"]
     with pytest.raises(HarnessError, match=r"no thing is registered: .*'cc_harness.nothing'; install this project"):
         Registry("thing", plugins="cc_harness.nothing").get("x")

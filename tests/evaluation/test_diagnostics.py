@@ -18,10 +18,10 @@ from harness.data.prompts import SIB_TOPICS
 from harness.evaluation.diagnostics import answer_stats, baselines, cell_diagnostics, majority_label
 from harness.evaluation.evaluate import TaskRef, split_results
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml
+from harness.reports import console
+from harness.reports.report import build_report
+from harness.reports.write import write_report
 from harness.training.settings import PROFILES
-from reports import console
-from reports.report import build_report
-from reports.write import write_report
 
 EVAL_KEY = {"limit": None, "apply_chat_template": True}
 TRAVEL, SCITECH, SPORTS = "travel", "science/technology", "sports"
@@ -43,7 +43,7 @@ def write_run(root: Path, method: str, outputs: dict[str, list[str]], golds: lis
     for lang, outs in outputs.items():
         task = f"sib200_gen_{lang}"
         tasks.append(task)
-        from tasks.utils import extract_topic
+        from harness.tasks.utils import extract_topic
 
         rows = [{"id": i, "prompt": "p", "output": o, "extracted": extract_topic(o), "gold": g,
                  "acc": float(extract_topic(o) == g)} for i, (o, g) in enumerate(zip(outs, golds, strict=True))]  # fmt: skip

@@ -21,13 +21,13 @@ from harness.data.decontam import contamination_report
 from harness.data.recipes import RecipeOptions, load_recipe
 from harness.data.translate import text_sha
 from harness.evaluation.evaluate import resolve_tasks
+from harness.methods import METHODS
+from harness.methods.aug_en import AUGMENTATION, TRAIN_DATA, is_copy_task
+from harness.methods.aug_mt import parallel_key
+from harness.methods.sdrrl import ANSWERS, code_switch_text, words
 from harness.orchestration.pipeline import execute
 from harness.plumbing.errors import HarnessError
 from harness.training.settings import PROFILES, TrainContext, TrainSettings
-from methods import METHODS
-from methods.aug_en import AUGMENTATION, TRAIN_DATA, is_copy_task
-from methods.aug_mt import parallel_key
-from methods.sdrrl import ANSWERS, code_switch_text, words
 from tests.tiny import tiny_llama, tiny_tokenizer
 
 LANGS = ("en", "sw", "hi")

@@ -7,9 +7,9 @@ import json
 import torch
 
 from harness.data.chat import format_prompt
-from methods.cc.lm import prompt_gumbel_noise
-from methods.cc.model import CCModel, CCOptions
-from methods.cc.transform import CCWeights
+from harness.methods.cc.lm import prompt_gumbel_noise
+from harness.methods.cc.model import CCModel, CCOptions
+from harness.methods.cc.transform import CCWeights
 from tests.methods.cc_faithful_helpers import PROMPTS, cc_batch, tiny_lm
 from tests.tiny import tiny_tokenizer
 
@@ -69,7 +69,7 @@ def test_evaluation_gumbel_noise_is_per_prompt_and_seeded():
 def test_sampled_evaluation_is_reproducible_and_differs_by_seed():
     from lm_eval.api.instance import Instance
 
-    from methods.cc.lm import CCLM
+    from harness.methods.cc.lm import CCLM
 
     tokenizer = tiny_tokenizer()
     lm = tiny_lm(vocab=len(tokenizer)).eval()
@@ -92,7 +92,7 @@ def test_sampled_evaluation_is_reproducible_and_differs_by_seed():
 
 def test_report_shows_sampled_decisions_against_argmax_and_both_entropies(tmp_path):
     from harness.plumbing.io import atomic_write_json
-    from reports.report import build_report
+    from harness.reports.report import build_report
     from tests.reports.test_report import write_run
 
     root = tmp_path / "runs"

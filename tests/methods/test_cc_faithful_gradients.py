@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from harness.data.base import Example
+from harness.methods.cc import CCTuning
+from harness.methods.cc.model import CCModel, CCOptions
 from harness.plumbing.errors import HarnessError
 from harness.training.settings import TrainContext, TrainSettings
 from harness.training.trainer import enable_gradient_checkpointing
-from methods.cc import CCTuning
-from methods.cc.model import CCModel, CCOptions
 from tests.methods.cc_faithful_helpers import cc_batch, tiny_lm
 from tests.tiny import tiny_tokenizer
 

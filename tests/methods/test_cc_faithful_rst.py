@@ -7,14 +7,14 @@ import torch
 
 from harness.data.base import Example
 from harness.data.chat import encode_prompt, format_prompt
+from harness.methods.cc import CCDataset, CCTuning
+from harness.methods.cc import hooks as hooks_module
+from harness.methods.cc.hooks import CCHooks
+from harness.methods.cc.model import CCModel, CCOptions
+from harness.methods.cc.rst import rst_offset
+from harness.methods.cc.transform import CCWeights, collect_activations
 from harness.plumbing.errors import HarnessError
 from harness.training.trainer import pad_collate
-from methods.cc import CCDataset, CCTuning
-from methods.cc import hooks as hooks_module
-from methods.cc.hooks import CCHooks
-from methods.cc.model import CCModel, CCOptions
-from methods.cc.rst import rst_offset
-from methods.cc.transform import CCWeights, collect_activations
 from tests.methods.cc_faithful_helpers import PROMPTS, tiny_lm
 from tests.tiny import family_tokenizer, tiny_tokenizer
 
@@ -97,7 +97,7 @@ class RSTSpy:
 def test_rst_lands_on_the_token_in_training_wt_fit_and_inference(family, mode, monkeypatch):
     from lm_eval.api.instance import Instance
 
-    from methods.cc.lm import CCLM
+    from harness.methods.cc.lm import CCLM
 
     tokenizer = family_tokenizer(family)
     pad = tokenizer.pad_token_id
@@ -135,7 +135,7 @@ def test_generation_with_the_authors_rst_equals_two_full_passes(mode):
     """KV reuse with the RST before the prompt's end: pass 2 recomputes the RST and the tokens after it."""
     from lm_eval.api.instance import Instance
 
-    from methods.cc.lm import CCLM
+    from harness.methods.cc.lm import CCLM
 
     tokenizer = family_tokenizer("qwen2")
     lm = tiny_lm("qwen2", vocab=len(tokenizer)).eval()

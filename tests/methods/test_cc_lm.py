@@ -11,12 +11,18 @@ import torch
 
 from harness.data.base import Example
 from harness.data.chat import format_prompt
+from harness.methods.cc import CCTuning
+from harness.methods.cc.hooks import CCHooks
+from harness.methods.cc.model import CCModel
+from harness.methods.cc.pairs import Pair, pairs_from_examples
+from harness.methods.cc.transform import (
+    CCWeights,
+    collect_activations,
+    load_cc,
+    refit_checkpoint,
+    transform_mse,
+)
 from harness.training.settings import TrainContext, TrainSettings
-from methods.cc import CCTuning
-from methods.cc.hooks import CCHooks
-from methods.cc.model import CCModel
-from methods.cc.pairs import Pair, pairs_from_examples
-from methods.cc.transform import CCWeights, collect_activations, load_cc, refit_checkpoint, transform_mse
 from tests.methods.cc_helpers import ARCHS, EXAMPLES, make_model, random_rows
 from tests.tiny import tiny_tokenizer
 
@@ -53,7 +59,7 @@ def random_weights(seed: int = 0, scale: float = 1.0) -> CCWeights:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_kv_reusing_inference_equals_two_full_passes(arch):
-    from methods.cc.lm import Row, cc_logits
+    from harness.methods.cc.lm import Row, cc_logits
 
     model = make_model(arch)
     hooks = CCHooks(model)
@@ -81,7 +87,7 @@ def test_kv_reusing_inference_equals_two_full_passes(arch):
 
 
 def make_lm(model, tokenizer, weights: CCWeights, **kwargs):
-    from methods.cc.lm import CCLM
+    from harness.methods.cc.lm import CCLM
 
     weights.options = weights.options or {"fuse_after_layer": 0}
     return CCLM(
@@ -162,7 +168,7 @@ def test_per_language_transform_matrix_is_used_for_its_language(tokenizer):
 
 
 def test_language_of_task_names():
-    from methods.cc.lm import language_of
+    from harness.methods.cc.lm import language_of
 
     assert language_of("xnli_sw") == "sw" and language_of("xstorycloze_te_gen") == "te"
     assert language_of("mmmlu_id_mc") == "id" and language_of("custom") is None
@@ -174,7 +180,7 @@ def test_language_of_task_names():
 def test_trainer_checkpoint_round_trip_with_tied_embeddings(tokenizer, tmp_path):
     from transformers import TrainingArguments
 
-    from methods.cc.trainer import CCTrainer
+    from harness.methods.cc.trainer import CCTrainer
 
     model = CCModel(make_model("llama"))
     assert model.lm.lm_head.weight is model.lm.model.embed_tokens.weight
@@ -189,8 +195,8 @@ def test_trainer_checkpoint_round_trip_with_tied_embeddings(tokenizer, tmp_path)
 
 
 def test_english_examples_need_no_translation():
+    from harness.methods.cc import CCTuning
     from harness.plumbing.errors import HarnessError
-    from methods.cc import CCTuning
 
     CCTuning().check_examples([Example("e", "en", "name a colour", "blue")])
     with pytest.raises(HarnessError, match="instruction_en"):
@@ -200,7 +206,7 @@ def test_english_examples_need_no_translation():
 
 
 def train_run(tmp_path: Path, tokenizer, name: str, seed: int = 0, **options):
-    from methods.cc import CCTuning
+    from harness.methods.cc import CCTuning
 
     base = tmp_path / "base"
     if not base.exists():
@@ -252,7 +258,7 @@ def test_method_trains_saves_and_records_artifacts(trained):
     assert any("cc_layer_entropy" in r for r in log_rows) and any("loss" in r for r in log_rows)
     # the logged MSEs are MSE(X W_T, Y) on the sampled and on the held-out pairs, recomputed here from the
     # checkpoint (one batched call per side, as the fit collects them)
-    from methods.cc.pairs import split_pairs
+    from harness.methods.cc.pairs import split_pairs
 
     model, tok = load_model(str(folder)), load_tokenizer(str(folder))
     sample, held = split_pairs(pairs_from_examples(EXAMPLES), 4, ctx.seed)
@@ -301,8 +307,8 @@ def test_default_model_with_zero_fusion_scores_and_generates_like_hflm():
 
     from harness.data.base import data_dir, read_jsonl
     from harness.data.models import resolve_model
+    from harness.methods.cc.lm import CCLM
     from harness.plumbing.errors import HarnessError
-    from methods.cc.lm import CCLM
 
     try:
         ref = resolve_model("smollm2-135m-instruct")

@@ -7,9 +7,9 @@ import torch
 
 from harness.data.base import Example
 from harness.data.chat import encode_prompt
+from harness.methods.cc.hooks import CCHooks, decoder_layers
+from harness.methods.cc.model import CCModel, CCOptions, decide, fuse_vector
 from harness.training.trainer import pad_collate
-from methods.cc.hooks import CCHooks, decoder_layers
-from methods.cc.model import CCModel, CCOptions, decide, fuse_vector
 from tests.methods.cc_helpers import ARCHS, EXAMPLES, make_model, random_rows
 
 
@@ -86,7 +86,7 @@ def test_fusion_changes_nothing_before_the_rst(arch):
 
 
 def cc_batch(tokenizer, examples=EXAMPLES[:4]):
-    from methods.cc import CCDataset
+    from harness.methods.cc import CCDataset
 
     dataset = CCDataset(tokenizer, examples, max_length=64)
     return pad_collate(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
@@ -112,7 +112,7 @@ def test_batch_rst_is_last_prompt_token_of_every_row(tokenizer):
 
 
 def test_examples_whose_english_prompt_is_too_long_are_dropped(tokenizer):
-    from methods.cc import CCDataset
+    from harness.methods.cc import CCDataset
 
     long_english = Example("7", "fr", "court", "x", "a much much much much longer English instruction")
     short = Example("8", "fr", "court", "x", "short")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.cc.pairs import Pair, pairs_from_examples, sample_pairs
-from methods.cc.transform import (
+from harness.methods.cc.pairs import Pair, pairs_from_examples, sample_pairs
+from harness.methods.cc.transform import (
     CCWeights,
     collect_activations,
     fit_transform,
@@ -85,7 +85,7 @@ def test_transform_matrix_matches_gelsd_on_tiny_llama_activations_with_outliers(
     M*L below and above d: W_T matches np.linalg.lstsq within FIT_RTOL on X's row space, whichever path
     the solver takes; with outliers up to 1e6, the Gram matrix is too ill-conditioned for the normal
     equations and the gelsd fallback runs."""
-    from methods.cc.transform import FIT_RTOL, GRAM_CONDITION_MAX
+    from harness.methods.cc.transform import FIT_RTOL, GRAM_CONDITION_MAX
 
     x_all, y_all = tiny_llama_activations(tokenizer, 40)
     for m in (10, 40):  # 20 and 80 rows, d = 32
@@ -107,7 +107,7 @@ def test_ill_conditioned_fit_falls_back_to_gelsd():
     """A column that is a linear combination of others up to 1e-7: cond(X) ~1e8, so G = X^T X cannot even
     see that direction (the normal equations alone drop it, far from gelsd), and the fit takes the gelsd
     path: the same W_T and MSE as np.linalg.lstsq to float32 precision."""
-    from methods.cc.transform import GRAM_CONDITION_MAX, _normal_equations
+    from harness.methods.cc.transform import GRAM_CONDITION_MAX, _normal_equations
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(30, 3, 16, generator=g, dtype=torch.float64)
@@ -125,7 +125,7 @@ def test_ill_conditioned_fit_falls_back_to_gelsd():
 
 
 def test_heldout_pairs_are_fixed_disjoint_and_samples_nested():
-    from methods.cc.pairs import heldout_size, split_pairs
+    from harness.methods.cc.pairs import heldout_size, split_pairs
 
     sizes = [heldout_size(n) for n in (0, 1, 2, 9, 10, 999, 1000, 1004, 20_000)]
     assert sizes == [0, 0, 1, 1, 2, 199, 200, 200, 200]  # min(200, N // 5), >= 1 from 2 pairs on
@@ -146,7 +146,7 @@ def test_heldout_pairs_are_fixed_disjoint_and_samples_nested():
 def test_fit_transform_per_language_heldout_and_save_load(tokenizer, tmp_path):
     import math
 
-    from methods.cc.pairs import split_pairs
+    from harness.methods.cc.pairs import split_pairs
 
     model = make_model("llama")
     pairs = pairs_from_examples(EXAMPLES)
@@ -190,8 +190,8 @@ def test_fit_transform_per_language_heldout_and_save_load(tokenizer, tmp_path):
 
 def test_pairs_from_the_parallel_corpus():
     from harness.data.base import data_dir
+    from harness.methods.cc.pairs import pairs_from_parallel
     from harness.plumbing.errors import HarnessError
-    from methods.cc.pairs import pairs_from_parallel
 
     try:
         data_dir()

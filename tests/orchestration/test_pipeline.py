@@ -12,8 +12,8 @@ from harness.core.config import EvalConfig, RunConfig
 from harness.data.chat import encode_example, format_prompt
 from harness.evaluation.evaluate import resolve_tasks
 from harness.orchestration.pipeline import execute
+from harness.reports.table import language_table, load_frame, write_tables
 from harness.training.settings import PROFILES
-from reports.table import language_table, load_frame, write_tables
 from tests.tiny import tiny_tokenizer
 
 

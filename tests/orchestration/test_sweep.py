@@ -151,9 +151,9 @@ EXAMPLES = [
 
 def test_wt_sweep_trains_once_and_refits_per_point(tmp_path: Path, monkeypatch, capsys) -> None:
     from harness.cli import main
-    from methods.cc import CCTuning
-    from methods.cc.pairs import pairs_from_examples
-    from methods.cc.transform import load_cc, refit_checkpoint
+    from harness.methods.cc import CCTuning
+    from harness.methods.cc.pairs import pairs_from_examples
+    from harness.methods.cc.transform import load_cc, refit_checkpoint
     from tests.tiny import save_tiny_model
 
     base = save_tiny_model(tmp_path / "base")

@@ -26,13 +26,13 @@ from safetensors.torch import load_file, save_file
 
 from harness.core.method import register_method
 from harness.data.chat import encode_prompt
+from harness.methods.vanilla import Vanilla
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json
+from harness.reports import plots
+from harness.reports.figures import Figure, FigureContext, non_en_average
 from harness.training.settings import TrainContext, TrainSettings
 from harness.training.trainer import SFTDataset, load_for_training, run_trainer, save_model
-from methods.vanilla import Vanilla
-from reports import plots
-from reports.figures import Figure, FigureContext, non_en_average
 
 SHIFT_WEIGHTS = "shift.safetensors"
 SHIFT_META = "shift.json"

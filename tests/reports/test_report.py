@@ -16,13 +16,13 @@ import pytest
 
 from harness.core.config import RunConfig
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml
+from harness.reports.benches import AVG, AVG_NON_EN, score_table
+from harness.reports.report import build_report
+from harness.reports.runs import load_runs, variant_labels
+from harness.reports.stats import align, paired_bootstrap
+from harness.reports.table import frame_of, language_table, load_frame
+from harness.reports.write import write_report
 from harness.training.settings import PROFILES
-from reports.benches import AVG, AVG_NON_EN, score_table
-from reports.report import build_report
-from reports.runs import load_runs, variant_labels
-from reports.stats import align, paired_bootstrap
-from reports.table import frame_of, language_table, load_frame
-from reports.write import write_report
 
 EVIL = "<script>document.body.dataset.pwned='1'</script>"
 EVAL_KEY = {"limit": 40, "apply_chat_template": True}
@@ -302,7 +302,7 @@ def test_wt_mse_figure_draws_in_sample_and_heldout_mse(tmp_path: Path, monkeypat
     """The MSE-against-M figure: per group, the in-sample MSE (dashed) and the held-out one (solid) from
     `transform.mse_heldout` of cc_artifacts.json; artifacts written before it existed render the in-sample
     curves alone. The default `wt_source: train` at wt_samples=10 and 1000 (all 150 pairs) is a group too."""
-    from reports import plots
+    from harness.reports import plots
 
     root = tmp_path / "store"
     cc0 = write_run(root, "cc", 0, accuracy={"*": 0.75})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.catalog import TASKS_DIR
+from harness.tasks.catalog import TASKS_DIR
 
 pytestmark = pytest.mark.e2e
 

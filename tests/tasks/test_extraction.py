@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import utils
+from harness.tasks import utils
 
 XNLI_EN = {
     "prompt": "Premise: They told me that I would be called in.\nHypothesis: I was never told anything.\n\n"

@@ -9,8 +9,8 @@ import pytest
 
 from harness.data.base import data_dir
 from harness.plumbing.errors import HarnessError
-from tasks import catalog, generate, utils
-from tasks.catalog import BENCHMARKS, TASKS_DIR
+from harness.tasks import catalog, generate, utils
+from harness.tasks.catalog import BENCHMARKS, TASKS_DIR
 
 # Items per language, from the data README.
 README_COUNTS = {

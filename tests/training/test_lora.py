@@ -13,12 +13,12 @@ from transformers import set_seed
 from harness.core.config import EvalConfig, RunConfig
 from harness.data.models import load_model
 from harness.evaluation.evaluate import resolve_tasks
+from harness.methods import METHODS
+from harness.methods.cc.model import CCModel, CCOptions
+from harness.methods.cc.transform import load_cc
 from harness.orchestration.pipeline import execute
 from harness.training.settings import PROFILES, TrainSettings
 from harness.training.trainer import apply_lora
-from methods import METHODS
-from methods.cc.model import CCModel, CCOptions
-from methods.cc.transform import load_cc
 from tests.tiny import tiny_llama, tiny_tokenizer
 
 TRAINING_METHODS = [name for name in METHODS if METHODS.get(name).trains]
