@@ -19,7 +19,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--model", help="Hugging Face model id or local checkpoint (default smollm2-135m-instruct)")
     t = r.add_argument_group("training")
     t.add_argument("--recipe", help="training-data recipe (see `harness recipes`); default mini-parallel")
-    t.add_argument("--recipe-path", help="file or dataset for recipes that read one (jsonl, aya)")
+    t.add_argument("--recipe-path", help="file, folder or dataset for recipes that read one (jsonl, aya, llamafactory)")
     t.add_argument("--train-langs", help="train on these languages only, comma-separated (e.g. en)")
     t.add_argument("--train-limit", help="training examples per language (default 200)")
     t.add_argument("--seeds", help="several seeds, comma-separated: one run each")

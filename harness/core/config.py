@@ -14,6 +14,7 @@ from harness.core.method import METHODS
 from harness.data.base import Example
 from harness.data.recipes import RecipeOptions, load_recipe
 from harness.plumbing.errors import HarnessError, unknown
+from harness.training.settings import WATCH_SETTINGS
 
 
 @dataclass
@@ -34,10 +35,11 @@ class RunConfig:
     trust_remote_code: bool = False
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define the checkpoint (a method that does not train depends on the model only)."""
+        """The fields that define the checkpoint (a method that does not train depends on the model only;
+        the training settings that only change how a run is watched, `WATCH_SETTINGS`, are left out)."""
         if not METHODS.get(self.method).trains:
             return {"method": self.method, "model": self.model, "method_options": self.method_options}
-        return asdict(self)
+        return {**asdict(self), "train": {k: v for k, v in self.train.items() if k not in WATCH_SETTINGS}}
 
     @property
     def run_id(self) -> str:

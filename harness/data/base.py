@@ -25,24 +25,52 @@ LANGUAGE_NAMES: dict[str, str] = {
     "yo": "Yoruba", "zh": "Chinese",
 }  # fmt: skip
 
+# ISO 639-1 -> FLORES-200 code (NLLB-200's and SIB-200's names). Arabic is Modern Standard Arabic, Swahili
+# swh, Chinese Simplified.
+FLORES_CODES: dict[str, str] = {
+    "ar": "arb_Arab", "bn": "ben_Beng", "de": "deu_Latn", "el": "ell_Grek", "en": "eng_Latn",
+    "es": "spa_Latn", "eu": "eus_Latn", "fr": "fra_Latn", "hi": "hin_Deva", "id": "ind_Latn",
+    "ja": "jpn_Jpan", "ko": "kor_Hang", "pt": "por_Latn", "ru": "rus_Cyrl", "sw": "swh_Latn",
+    "te": "tel_Telu", "th": "tha_Thai", "tr": "tur_Latn", "ur": "urd_Arab", "vi": "vie_Latn",
+    "yo": "yor_Latn", "zh": "zho_Hans",
+}  # fmt: skip
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def user_data_dir() -> Path:
+    """Where `harness data fetch` builds the data folder by default: `$XDG_CACHE_HOME/cc-harness/data`, else
+    `~/.cache/cc-harness/data`."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "cc-harness" / "data"
+
+
+# Written by `harness data fetch` when every file it built matches the manifest: a fetch that was killed,
+# or that found a differing file, leaves a folder the harness does not read from.
+FETCHED_MARKER = ".fetched.json"
+
+
 def data_dir() -> Path:
-    """The shared data folder: `$HARNESS_DATA`, else `../shared/data` beside the project (or the cwd)."""
+    """The data folder: `$HARNESS_DATA`; else the user cache folder when `harness data fetch` finished
+    building it there (`FETCHED_MARKER`); else `../shared/data` beside the project (or the cwd), the offline
+    fallback."""
     env = os.environ.get("HARNESS_DATA")
     if env:
         path = Path(env).expanduser()
         if not (path / "benchmarks").is_dir():
             raise HarnessError(f"HARNESS_DATA={env} has no benchmarks/ folder; point it at the shared data folder")
         return path
+    cache = user_data_dir()
+    if (cache / FETCHED_MARKER).is_file() and (cache / "benchmarks").is_dir():
+        return cache
     candidates = [PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
     for path in candidates:
         if (path / "benchmarks").is_dir():
             return path
     raise HarnessError(
-        "shared data not found: set HARNESS_DATA to the data folder or place it at "
-        + " or ".join(str(p) for p in dict.fromkeys(candidates))
+        f"data not found: run `harness data fetch` (builds it into {cache}), set HARNESS_DATA to a data folder, "
+        "or place the shared data at " + " or ".join(str(p) for p in dict.fromkeys(candidates))
     )
 
 

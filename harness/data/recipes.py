@@ -12,6 +12,8 @@ languages interleaved (seeded) so that every stretch of the list holds every lan
 - `jsonl`: any local JSONL file of `{lang, instruction, output, instruction_en?, id?}` rows.
 - `aya`: the Aya dataset (Hub, or a local copy), 22 languages, no English parallel; reading it (language
   codes, script check, loading) is `harness.data.aya_source`.
+- `llamafactory`: LLaMA-Factory data (dataset_info.json + alpaca files), as the CC-Tuning authors trained
+  from; reading it is `harness.data.llamafactory`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from harness.data.aya_source import AYA_DATASET, AYA_LANGUAGE_CODES, in_script, load_aya_table
 from harness.data.base import LANGUAGES, Example, check_languages, data_dir, iter_jsonl
 from harness.data.decontam import texts_overlap
+from harness.data.llamafactory import USAGE, read_llamafactory
 from harness.data.prompts import SIB_PROMPT, SIB_TOPICS, TRANSLATE_TO_EN_PROMPT
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.registry import Registry
@@ -390,3 +393,21 @@ def aya(options: RecipeOptions) -> list[Example]:
     )
     langs = _require_langs(list(by_lang), options, f"the Aya data at '{source}'")
     return _sample_and_interleave({lang: by_lang[lang] for lang in langs}, options, "aya")
+
+
+# --- llamafactory ----------------------------------------------------------------------------------
+
+
+@RECIPES.register("llamafactory")
+def llamafactory(options: RecipeOptions) -> list[Example]:
+    """LLaMA-Factory data as the CC-Tuning authors trained from: dataset_info.json + alpaca JSON files (--recipe-path DIR[#name,...]).
+
+    Every alpaca-format entry with a local file, or those named (`DIR#name1,name2=sw`); the English
+    instruction from the authors' `instruction_en` field; the language per row or per dataset. The
+    format and its rules: `harness.data.llamafactory`. Rows are used as given (no decontamination).
+    """
+    if not options.path:
+        raise HarnessError(f"recipe 'llamafactory' needs {USAGE}")
+    by_lang = read_llamafactory(options.path)
+    langs = _require_langs(list(by_lang), options, f"--recipe-path {options.path}")
+    return _sample_and_interleave({lang: by_lang[lang] for lang in langs}, options, "llamafactory")

@@ -44,7 +44,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from harness.data.base import LANGUAGES, check_languages
+from harness.data.base import FLORES_CODES, LANGUAGES, check_languages
 from harness.data.recipes import RecipeOptions, load_recipe
 from harness.data.resumable import ResumableJsonl
 from harness.data.translation_units import Unit, join_lines, split_lines, units_for
@@ -52,14 +52,8 @@ from harness.plumbing.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
-# ISO 639-1 -> FLORES-200 code (NLLB-200). Arabic is Modern Standard Arabic, Chinese Simplified.
-NLLB_CODES: dict[str, str] = {
-    "ar": "arb_Arab", "bn": "ben_Beng", "de": "deu_Latn", "el": "ell_Grek", "en": "eng_Latn",
-    "es": "spa_Latn", "eu": "eus_Latn", "fr": "fra_Latn", "hi": "hin_Deva", "id": "ind_Latn",
-    "ja": "jpn_Jpan", "ko": "kor_Hang", "pt": "por_Latn", "ru": "rus_Cyrl", "sw": "swh_Latn",
-    "te": "tel_Telu", "th": "tha_Thai", "tr": "tur_Latn", "ur": "urd_Arab", "vi": "vie_Latn",
-    "yo": "yor_Latn", "zh": "zho_Hans",
-}  # fmt: skip
+# ISO 639-1 -> FLORES-200 code, as NLLB-200 names its languages.
+NLLB_CODES: dict[str, str] = FLORES_CODES
 
 # ISO 639-1 -> the codes multi-target OPUS-MT models may use in their `>>code<<` tokens, in order of
 # preference (ISO 639-1, then ISO 639-3 individual language, macrolanguage, script variants).

@@ -3,12 +3,13 @@ processes, and `TrainContext`: what a method receives to train. No torch at impo
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from harness.data.base import Example
-from harness.plumbing.errors import HarnessError, unknown
+from harness.plumbing.errors import HarnessError, near, unknown
 from harness.plumbing.values import typed_like
 
 
@@ -38,6 +39,13 @@ class TrainSettings:
     # paper's runs did (LLaMA-Factory's default); re-entrant (torch's `use_reentrant=True`) as there
     gradient_checkpointing: bool = True
     gradient_checkpointing_reentrant: bool = True
+    # where the Trainer also sends its logs besides train_log.jsonl: "none", "tensorboard" (into
+    # <run>/tensorboard/), "wandb" (its files under the run folder) or "tensorboard,wandb". How a run is
+    # watched, not what it trains: left out of the run id (`WATCH_SETTINGS`).
+    report_to: str = "none"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "report_to", ",".join(report_integrations(self.report_to)) or "none")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "training settings") -> TrainSettings:
@@ -45,17 +53,68 @@ class TrainSettings:
         for key in values:
             if key not in defaults:
                 raise unknown("training setting", key, defaults, where)
-        return cls(**{key: _typed(key, value, defaults[key], where) for key, value in values.items()})
+        typed = {key: _typed(key, value, defaults[key], where) for key, value in values.items()}
+        if "report_to" in typed:
+            report_integrations(typed["report_to"], where)
+        return cls(**typed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def integrations(self) -> tuple[str, ...]:
+        """The loggers of `report_to` (empty for "none")."""
+        return report_integrations(self.report_to)
+
+
+# Training settings that change how a run is watched, not the model it trains: `RunConfig.identity` leaves
+# them out, so that turning TensorBoard on does not train the same model again (an existing run is reused,
+# and only a run that trains writes logs).
+WATCH_SETTINGS = ("report_to",)
+
+# report_to name -> (the module to find, the pip package to install)
+INTEGRATIONS: dict[str, tuple[str, str]] = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+}
+
+
+def report_integrations(value: Any, where: str = "training settings") -> tuple[str, ...]:
+    """The loggers a `report_to` value names: "none", one of `INTEGRATIONS`, or a comma list of them (a
+    list from a YAML file too); each once, in the order given."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    names = [str(item).strip().lower() for item in items]
+    valid = f"expected none, {', '.join(INTEGRATIONS)} or a comma list of them (e.g. tensorboard,wandb)"
+    if names == ["none"]:
+        return ()
+    wrong = [name for name in names if name not in INTEGRATIONS]
+    if wrong:
+        hint = near(wrong[0], [*INTEGRATIONS, "none"]) if wrong[0] not in ("", "none") else ""
+        raise HarnessError(f"training setting report_to={value!r} in {where}{hint}: {valid}")
+    return tuple(dict.fromkeys(names))
+
+
+def check_report_packages(settings: TrainSettings, where: str = "--set report_to") -> None:
+    """One error line naming the pip package to install when a logger of `report_to` is missing."""
+    for name in settings.integrations:
+        module, package = INTEGRATIONS[name]
+        if importlib.util.find_spec(module) is None:
+            raise HarnessError(
+                f"{where}={settings.report_to}: the {package} package is not installed; install it with "
+                f"`pip install {package}` (or this project's extra: `pip install -e '.[logging]'`), "
+                "or train with --set report_to=none"
+            )
+
 
 def _typed(key: str, value: Any, default: Any, where: str) -> Any:
+    if key == "report_to" and isinstance(value, list | tuple):  # a YAML list: [tensorboard, wandb]
+        value = ",".join(map(str, value))
     try:
         return typed_like(value, default)
     except ValueError as e:
-        raise HarnessError(f"training setting {key}={value!r} in {where}: expected {e} (default: {default})") from None
+        raise HarnessError(
+            f"training setting {key}={value!r} in {where}: expected {e} (default: {default})"
+        ) from None
 
 
 # The paper's setting targets 7-8B models on GPUs; the CPU profile makes the default model learn in
@@ -66,8 +125,14 @@ def _typed(key: str, value: Any, default: Any, where: str) -> Any:
 # examples are counted per language in the run's data stats.
 PROFILES: dict[str, TrainSettings] = {
     "paper": TrainSettings(),
-    "cpu": TrainSettings(epochs=2.0, learning_rate=1e-4, batch_size=8, per_device_batch_size=8, max_length=512,
-                         gradient_checkpointing=False),
+    "cpu": TrainSettings(
+        epochs=2.0,
+        learning_rate=1e-4,
+        batch_size=8,
+        per_device_batch_size=8,
+        max_length=512,
+        gradient_checkpointing=False,
+    ),
 }
 
 
@@ -110,6 +175,10 @@ def batch_layout(settings: TrainSettings, world_size: int = 1) -> tuple[int, int
 
 
 def resolve_settings(profile: str, overrides: dict[str, Any]) -> TrainSettings:
+    """The profile's settings with the `--set` / config overrides, checked before any work (the loggers of
+    `report_to` installed, too)."""
     if profile not in PROFILES:
         raise unknown("training profile", profile, PROFILES, "--profile")
-    return TrainSettings.from_dict({**PROFILES[profile].to_dict(), **overrides}, where="--set / config")
+    settings = TrainSettings.from_dict({**PROFILES[profile].to_dict(), **overrides}, where="--set / config")
+    check_report_packages(settings)
+    return settings

@@ -23,7 +23,8 @@ from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_text
 from harness.training import distributed
-from harness.training.settings import TrainContext, TrainSettings, batch_layout
+from harness.training.reporting import place_loggers, wandb_run
+from harness.training.settings import TrainContext, TrainSettings, batch_layout, check_report_packages
 
 if TYPE_CHECKING:
     import torch
@@ -133,7 +134,9 @@ def enable_gradient_checkpointing(model, use_reentrant: bool = True) -> None:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     except ValueError as e:  # transformers: "X does not support activation checkpointing"
-        raise HarnessError(f"gradient_checkpointing=true: {e}; train with --set gradient_checkpointing=false") from None
+        raise HarnessError(
+            f"gradient_checkpointing=true: {e}; train with --set gradient_checkpointing=false"
+        ) from None
 
 
 def load_for_training(ctx: TrainContext):
@@ -222,7 +225,8 @@ def training_arguments(ctx: TrainContext, world_size: int = 1):
         data_seed=ctx.seed,
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
-        report_to="none",
+        report_to=list(s.integrations) or "none",  # their folders: `harness.training.reporting`
+        run_name=ctx.run_dir.name,  # the run id names the run in wandb
         # checkpointed layers run their forward twice: DDP must not look for unused parameters
         ddp_find_unused_parameters=False if s.gradient_checkpointing else None,
         disable_tqdm=False,
@@ -249,6 +253,7 @@ def run_trainer(
     """
     from transformers import Trainer
 
+    check_report_packages(ctx.settings)  # before the Trainer fails on it, with the package to install
     trainer_cls = trainer_cls or Trainer
     if ctx.settings.gradient_checkpointing:  # here, not by the Trainer: a method's own model may wrap it
         enable_gradient_checkpointing(model, ctx.settings.gradient_checkpointing_reentrant)
@@ -263,12 +268,13 @@ def run_trainer(
         **trainer_kwargs,
     )
     resume = latest_checkpoint(ctx.run_dir / "checkpoints")
+    resumed_step = int(Path(resume).name.split("-")[1]) if resume else 0
     main = trainer.is_world_process_zero()  # the one process that writes the run's files
     if resume:
         check_same_model(resume, ctx.base_model)
         log.info("resuming training from %s", resume)
         if main:
-            truncate_log(ctx.log_path, int(Path(resume).name.split("-")[1]))
+            truncate_log(ctx.log_path, resumed_step)
     elif main and ctx.log_path.exists():
         ctx.log_path.unlink()  # a log of steps no checkpoint holds: training starts over
     if resume and _finished(resume):
@@ -277,7 +283,10 @@ def run_trainer(
         trainer._load_from_checkpoint(resume)
         result = None
     else:
-        result = trainer.train(resume_from_checkpoint=resume)
+        if main:
+            place_loggers(trainer, ctx.run_dir, resumed_step)
+        with wandb_run(ctx, main):
+            result = trainer.train(resume_from_checkpoint=resume)
     trainer.accelerator.wait_for_everyone()  # every process has written its part of the last checkpoint
     # ZeRO-3 / FSDP shard the weights: every process takes part in gathering them, the main one saves.
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled

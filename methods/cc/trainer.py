@@ -15,11 +15,13 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from harness.methods.cc.model import histogram_entropy
+from harness.training.reporting import report_scalars
 
 
 class _LayerChoiceLog(TrainerCallback):
     """After every optimizer step, appends the step's Decision Maker diagnostics to the run's log:
-    the chosen-layer histogram, its entropy, and the mean entropy of the DM's softmax."""
+    the chosen-layer histogram, its entropy, and the mean entropy of the DM's softmax; and sends them to
+    the loggers of the `report_to` setting as scalars (`layer_scalars`)."""
 
     def __init__(self, trainer: CCTrainer, path: Path | None) -> None:
         self.trainer = trainer
@@ -27,17 +29,20 @@ class _LayerChoiceLog(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         counts, dm_entropy = self.trainer.pop_layer_choices()
-        if not state.is_world_process_zero or self.path is None:
-            return
-        row = {
-            "step": state.global_step,
-            "cc_layer_hist": counts,
-            "cc_layer_entropy": histogram_entropy(counts),
-        }
+        row = {"cc_layer_hist": counts, "cc_layer_entropy": histogram_entropy(counts)}
         if dm_entropy is not None:
             row["cc_dm_entropy"] = dm_entropy
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        if state.is_world_process_zero and self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": state.global_step, **row}) + "\n")
+        report_scalars(self.trainer, args, state, control, layer_scalars(row))
+
+
+def layer_scalars(row: dict) -> dict[str, float]:
+    """A log row's diagnostics as scalars for TensorBoard / wandb: the entropies as they are, and the
+    histogram as one count per layer (`cc_layer_hist/<layer>`)."""
+    scalars = {key: value for key, value in row.items() if key != "cc_layer_hist"}
+    return {**scalars, **{f"cc_layer_hist/{layer}": n for layer, n in enumerate(row["cc_layer_hist"])}}
 
 
 class CCTrainer(Trainer):

@@ -134,7 +134,7 @@ def test_report_never_replaces_a_folder_of_other_files(tmp_path: Path, capsys) -
     [
         (["run", "--seeds", "1,x"], "error: --seeds 'x': expected a whole number"),
         (["run", "--batch-size", "0"], "error: --batch-size 0: must be at least 1"),
-        (["run", "--recipe", "nosuch"], "error: unknown recipe 'nosuch' in --recipe; valid: aya, jsonl, mini-parallel"),
+        (["run", "--recipe", "nosuch"], "error: unknown recipe 'nosuch' in --recipe; valid: aya, jsonl, llamafactory, mini-parallel"),
         (["run", "--model", "/nonexistent/model"],
          "error: --model /nonexistent/model: no such folder; give a local checkpoint folder or a Hub id like org/name"),
         (["run", "--method", "cc", "--method-opt", "wt_samples=0"],

@@ -39,15 +39,15 @@ def everything() -> list[Example]:
 
 
 def test_registry_and_descriptions():
-    assert RECIPES.names() == ["aya", "jsonl", "mini-parallel"]
+    assert RECIPES.names() == ["aya", "jsonl", "llamafactory", "mini-parallel"]
     described = describe_recipes()
-    assert set(described) == {"aya", "jsonl", "mini-parallel"}
+    assert set(described) == {"aya", "jsonl", "llamafactory", "mini-parallel"}
     assert all(text and "\n" not in text for text in described.values())
     with pytest.raises(HarnessError) as e:
         load_recipe("mini-paralel", RecipeOptions())
     assert (
         str(e.value)
-        == "unknown recipe 'mini-paralel' (did you mean 'mini-parallel'?); valid: aya, jsonl, mini-parallel"
+        == "unknown recipe 'mini-paralel' (did you mean 'mini-parallel'?); valid: aya, jsonl, llamafactory, mini-parallel"
     )
 
 
