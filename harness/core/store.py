@@ -8,14 +8,20 @@ finishes, so an interrupted run resumes with the tasks it still lacks.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock, Timeout
 
 from harness.core.config import RunConfig
 from harness.core.provenance import PhaseClock, environment, environment_id, hardware
+from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_json, atomic_write_jsonl, atomic_write_yaml, confined
 from harness.training import distributed
@@ -41,6 +47,43 @@ class Run:
     @property
     def samples_dir(self) -> Path:
         return self.dir / "samples"
+
+    # -- one writer -------------------------------------------------------------------------------
+    @contextmanager
+    def locked(self, say: Callable[[str], None]) -> Iterator[None]:
+        """Hold the run's lock (`<run>/.lock`, an OS file lock through `filelock`) while this process writes
+        the run: a second process on the same run says who holds it and waits, then finds the run finished
+        and reuses it. The OS releases the lock of a process that dies, so a killed run never blocks its
+        rerun. Under a data-parallel launch the main process takes it without waiting (the other processes
+        of its launch could not wait with it) and refuses a run that another launch holds."""
+        if not distributed.is_main():
+            yield
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.dir / ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = self._holder()
+            if distributed.world_size() > 1:
+                raise HarnessError(f"run {self.id} is being written by {holder}; launch again when it is done") from None
+            say(f"run {self.id} is being written by {holder}; waiting for it to finish (Ctrl-C stops waiting)")
+            lock.acquire()
+        owner = self.dir / ".lock.owner"
+        try:
+            atomic_write_json(owner, {"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
+            faults.point("locked")
+            yield
+        finally:
+            owner.unlink(missing_ok=True)
+            lock.release()
+
+    def _holder(self) -> str:
+        owner = read_json(self.dir / ".lock.owner") or {}
+        if not owner:
+            return "another process"
+        return f"process {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
 
     # -- status -----------------------------------------------------------------------------------
     # Only the main process of a data-parallel launch writes (`harness.training.distributed`); the others read.

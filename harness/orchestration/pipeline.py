@@ -169,33 +169,35 @@ def execute(
     a model shared from another run's folder is linked (and W_T refitted) in the evaluation pass."""
     method = METHODS.get(cfg.method)(**cfg.method_options)
     run = Run(runs_root, cfg)
-    run.init(command)
-    if run.status().get("phase") == "complete" and all(run.stored_result(r.name, ecfg.key()) for r in refs):
-        log.info("%s: reusing the finished run", run.id)
+    with run.locked(log.warning):  # one writer per run: another process on it waits here
+        run.init(command)
+        if run.status().get("phase") == "complete" and all(run.stored_result(r.name, ecfg.key()) for r in refs):
+            log.info("%s: reusing the finished run", run.id)
+            return run
+        base_model = resolve_model(cfg.model)
+        try:
+            if method.trains and cfg.training_id != run.id:
+                source = Run(runs_root, cfg.training_config())
+                with source.locked(log.warning):
+                    if not source.is_trained():
+                        source.init(command)
+                        try:
+                            train_run(source, METHODS.get(cfg.method)(**source.config.method_options), base_model)
+                        except Exception as e:
+                            failed(source, e)
+                            raise
+                if train_only:
+                    return run
+                share_trained_model(run, source, method)
+            else:
+                train_run(run, method, base_model)
+                if train_only:
+                    return run
+            evaluate_run(run, method, base_model, refs, ecfg)
+        except Exception as e:
+            failed(run, e)
+            raise
         return run
-    base_model = resolve_model(cfg.model)
-    try:
-        if method.trains and cfg.training_id != run.id:
-            source = Run(runs_root, cfg.training_config())
-            if not source.is_trained():
-                source.init(command)
-                try:
-                    train_run(source, METHODS.get(cfg.method)(**source.config.method_options), base_model)
-                except Exception as e:
-                    failed(source, e)
-                    raise
-            if train_only:
-                return run
-            share_trained_model(run, source, method)
-        else:
-            train_run(run, method, base_model)
-            if train_only:
-                return run
-        evaluate_run(run, method, base_model, refs, ecfg)
-    except Exception as e:
-        failed(run, e)
-        raise
-    return run
 
 
 def execute_all(planned: list[PlannedRun], output: Path, command: str) -> list[Run]:

@@ -13,9 +13,11 @@ process from outside would race it (the tiny test runs can finish before the sig
     kill@report            SIGKILL halfway through writing a report
     interrupt@train_step#2 SIGINT to the process itself after the 2nd training checkpoint is written: the
                            KeyboardInterrupt of a real Ctrl-C, raised there and handled by the CLI
+    stop@locked            SIGSTOP right after the run's lock is taken: the process holds the lock, frozen,
+                           until a test sends SIGCONT (it waits for the stop with `waitpid(WUNTRACED)`)
     enospc@write:results   "No space left on device" on the first atomic write whose path contains `results`
 
-`kill` and `interrupt` work at every point above. Points count their passes within one process, so in
+`kill`, `interrupt` and `stop` work at every point above. Points count their passes within one process, so in
 a sweep (its runs share the process) `#n` counts on across runs.
 
 Unset (always, outside tests), every point is a no-op costing one dictionary lookup.
@@ -30,7 +32,7 @@ from collections import Counter
 
 ENV = "HARNESS_FAULT"
 # The signal each action of `point` sends to the process itself.
-_SIGNALS = {"kill": signal.SIGKILL, "interrupt": signal.SIGINT}
+_SIGNALS = {"kill": signal.SIGKILL, "interrupt": signal.SIGINT, "stop": signal.SIGSTOP}
 _hits: Counter[str] = Counter()
 
 
