@@ -61,13 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # the disk, not the input: say which file, and that rerunning resumes
+    except BrokenPipeError:  # the reader went away (`harness tasks | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
+    except OSError as e:  # the system, not the input: say which file; rerunning resumes what was cut short
         if e.errno is None:
             print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 1
         where = f" ({e.filename})" if e.filename else ""
-        hint = "; free space and" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ";"
-        print(f"error: {e.strerror or e}{where}{hint} run the same command again to resume", file=sys.stderr)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "; free space and run the same command again to resume"
+        elif e.errno in (errno.EIO, errno.ENOMEM, errno.EINTR):
+            hint = "; run the same command again to resume"
+        else:
+            hint = ""
+        print(f"error: {e.strerror or e}{where}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         _close_progress_bars()  # else a bar redrawn at exit would follow the message

@@ -30,7 +30,7 @@ def command(args: argparse.Namespace) -> int:
         print(line)
     if args.dry_run:
         return 0
-    check_inputs(sweep.runs)
+    check_inputs(sweep.runs, sweep.output)
     result = run_sweep(sweep)
     if args.report:
         _, paths = write_report([str(d) for d in result.run_dirs], Path(args.report))

@@ -101,13 +101,20 @@ class EvalConfig:
         return {"limit": self.limit, "apply_chat_template": self.apply_chat_template}
 
 
-def load_config_file(path: str) -> dict[str, Any]:
-    """A YAML (or JSON) mapping of CLI option names to values, read with `yaml.safe_load`."""
+def load_config_file(path: str, what: str = "--config") -> dict[str, Any]:
+    """A YAML (or JSON) mapping of CLI option names to values, read with `yaml.safe_load`. `what` names the
+    file in errors (`--config`, `sweep file`)."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise HarnessError(f"--config {path}: file not found") from None
+        raise HarnessError(f"{what} {path}: file not found") from None
+    except IsADirectoryError:
+        raise HarnessError(f"{what} {path}: is a folder; expected a YAML file of options") from None
+    except PermissionError:
+        raise HarnessError(f"{what} {path}: cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"{what} {path}: not a text file; expected a YAML file of options") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

@@ -11,7 +11,9 @@ and may provide everything the rest of the harness asks of a method, so that the
   picks its evaluator);
 - `share_model`: how another run's trained model is reused for this run's options (hard links by
   default);
-- `check_settings` and `plan_notes`: refusals and dry-run lines about the training settings;
+- `check_settings`, `check_model` and `cannot_evaluate`: refusals, before any work, of training settings,
+  options out of range for the model, and kinds of task its evaluator cannot score; `plan_notes`: dry-run
+  lines about its choices;
 - `report_figures`: the figures `harness report` draws for its runs.
 """
 
@@ -54,6 +56,9 @@ class Method:
     # Options that do not change the trained weights, only what is fitted after training or how the
     # checkpoint is evaluated: a run differing from another only in these shares its trained model.
     eval_options: ClassVar[frozenset[str]] = frozenset()
+    # lm-eval output types (`loglikelihood_rolling`, ...) its evaluator cannot score -> why: such tasks are
+    # refused before training.
+    cannot_evaluate: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **options: Any) -> None:
         self.options = self.resolve_options(options)
@@ -87,6 +92,10 @@ class Method:
 
     def check_settings(self, settings: TrainSettings) -> None:
         """Refuse, with one line, training settings this method cannot honour (checked before any work)."""
+
+    def check_model(self, config: dict[str, Any], where: str) -> None:
+        """Refuse, with one line, option values the model cannot take (a layer it does not have), before any
+        work. `config`: the model's `config.json`; `where`: how to name the model in the message."""
 
     def plan_notes(self, settings: TrainSettings, tokenizer=None, model_config=None) -> list[str]:
         """Lines the dry-run plan prints about this method's choices (`tokenizer`: None when not at hand;

@@ -88,12 +88,47 @@ def resolve_model(name: str) -> str:
         return str(out)
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise HarnessError(f"--model {name}: folder has no config.json; expected a Hugging Face checkpoint")
+        check_checkpoint_folder(path, f"--model {name}")
         return str(path.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise HarnessError(f"--model {name}: no such folder; give a local checkpoint folder or a Hub id like org/name")
     return name  # a Hub id: transformers resolves (and caches) it
+
+
+# What a checkpoint folder needs besides config.json: weights in safetensors (the harness never unpickles)
+# and a tokenizer (a fast tokenizer file, or the config a slow one is built from).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def check_checkpoint_folder(path: Path, where: str) -> None:
+    """One line naming what a local checkpoint folder lacks: config.json, safetensors weights, a tokenizer."""
+    if not path.is_dir():
+        raise HarnessError(f"{where}: is a file; expected a checkpoint folder (config.json, weights, tokenizer)")
+    if not (path / "config.json").is_file():
+        raise HarnessError(f"{where}: folder has no config.json; expected a Hugging Face checkpoint")
+    if not any(path.glob("*.safetensors")) and not (path / "model.safetensors.index.json").is_file():
+        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        if pickles:
+            raise HarnessError(f"{where}: the weights are pickle files ({pickles[0]}); the harness loads safetensors "
+                               "only: save them with model.save_pretrained(folder, safe_serialization=True)")  # fmt: skip
+        raise HarnessError(f"{where}: folder has no weights (*.safetensors); expected a Hugging Face checkpoint")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise HarnessError(f"{where}: folder has no tokenizer ({', '.join(TOKENIZER_FILES)}); save it beside the "
+                           "weights with tokenizer.save_pretrained(folder)")  # fmt: skip
+
+
+def local_model_config(ref: str) -> dict[str, Any] | None:
+    """The `config.json` of a local checkpoint folder as a dict (no transformers import), None for a Hub id."""
+    path = Path(ref) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HarnessError(f"{path}: not valid JSON; expected a Hugging Face model config") from None
+    if not isinstance(config, dict):
+        raise HarnessError(f"{path}: expected a JSON object (a Hugging Face model config)")
+    return config
 
 
 def load_tokenizer(ref: str, trust_remote_code: bool = False):

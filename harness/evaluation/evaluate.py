@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from harness.data.base import LANGUAGES, check_languages
 from harness.evaluation.diagnostics import cell_diagnostics
@@ -22,6 +25,7 @@ class TaskRef:
     benchmark: str  # ours ("xnli") or the lm-eval task name for foreign tasks
     protocol: str  # "gen" / "mc" for ours, "" otherwise
     lang: str  # language code for ours, "" otherwise
+    output_type: str = ""  # lm-eval's request kind: generate_until, multiple_choice, loglikelihood(_rolling)
 
 
 def _task_manager():
@@ -72,9 +76,11 @@ def resolve_tasks(names: list[str], langs: list[str] | None = None) -> list[Task
                         f"benchmark '{bench}' has none of the languages {', '.join(langs)}; "
                         f"its languages: {', '.join(b.languages)}"
                     )
-            refs.extend(TaskRef(b.task_name(protocol, lang), bench, protocol, lang) for lang in chosen)
+            kind = PROTOCOL_OUTPUT_TYPES[protocol]
+            refs.extend(TaskRef(b.task_name(protocol, lang), bench, protocol, lang, kind) for lang in chosen)
     if foreign:
-        known = set(_task_manager().all_tasks)
+        manager = _task_manager()
+        known = set(manager.all_tasks)
         for name in foreign:
             if name not in known:
                 ours = [f"{b}_{p}" for b in BENCHMARKS for p in BENCHMARKS[b].protocols]
@@ -83,10 +89,40 @@ def resolve_tasks(names: list[str], langs: list[str] | None = None) -> list[Task
                     f"unknown task '{name}'{hint}; valid: all, {', '.join(BENCHMARKS)}, "
                     f"{', '.join(ours)}, <benchmark>_<protocol>_<lang>, or any lm-eval task (lm_eval ls tasks)"
                 )
-            refs.append(TaskRef(name, name, "", ""))
+            refs.append(TaskRef(name, name, "", "", _output_type(manager, name)))
     if not refs:
         raise HarnessError("no tasks to evaluate: give --tasks (see `harness tasks`)")
     return list(dict.fromkeys(refs))
+
+
+# Our protocols' lm-eval output types (tasks/_gen.yaml, tasks/_mc.yaml).
+PROTOCOL_OUTPUT_TYPES = {"gen": "generate_until", "mc": "multiple_choice"}
+
+
+def _output_type(manager, name: str) -> str:
+    """The output type of an lm-eval task from its index entry (following `include`), without loading its
+    data; "" for a group or when lm-eval's index does not say."""
+    entry = getattr(manager, "_index", {}).get(name)
+    cfg, path = (dict(getattr(entry, "cfg", None) or {}), getattr(entry, "yaml_path", None)) if entry else ({}, None)
+    for _ in range(5):  # an include chain
+        if cfg.get("output_type") or not cfg.get("include") or path is None:
+            break
+        path = Path(path).parent / str(cfg["include"])
+        try:
+            cfg = {**_plain_yaml(path), **{k: v for k, v in cfg.items() if k != "include"}}
+        except (OSError, yaml.YAMLError):
+            break
+    return str(cfg.get("output_type") or "")
+
+
+def _plain_yaml(path: Path) -> dict[str, Any]:
+    """A task YAML with lm-eval's `!function` tags read as plain strings."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader) or {}  # a SafeLoader: no object construction
 
 
 def make_hflm_kwargs(batch_size: int, trust_remote_code: bool) -> dict[str, Any]:

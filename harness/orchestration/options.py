@@ -11,7 +11,9 @@ that turns a planned run back into the `harness run` command that reproduces it.
 
 from __future__ import annotations
 
+import os
 import shlex
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import yaml
 from harness.core.config import EvalConfig, RunConfig
 from harness.core.method import METHODS
 from harness.data.base import LANGUAGES, check_languages, data_dir
-from harness.data.models import resolve_model
+from harness.data.models import local_model_config, resolve_model
 from harness.data.recipes import RECIPES
 from harness.evaluation.evaluate import TaskRef, resolve_tasks
 from harness.plumbing.errors import HarnessError, unknown
@@ -73,6 +75,14 @@ def whole(name: str, value: Any) -> int:
         return int(str(value).strip()) if isinstance(value, str) else int(value)
     except (TypeError, ValueError):
         raise HarnessError(f"{name} {value!r}: expected a whole number") from None
+
+
+def seed_value(name: str, value: Any) -> int:
+    """A random seed: a whole number from 0 to 2**32 - 1 (what numpy and torch accept)."""
+    seed = whole(name, value)
+    if not 0 <= seed < 2**32:
+        raise HarnessError(f"{name} {value!r}: a seed must be a whole number from 0 to {2**32 - 1}")
+    return seed
 
 
 def positive(name: str, value: Any) -> int | None:
@@ -149,11 +159,14 @@ class RunOptions:
         if not tasks:
             raise HarnessError(f"{name('tasks')} {v['tasks']!r}: expected one or more task names (see `harness tasks`)")
         if v["seeds"] is not None:
-            seeds = [whole(name("seeds"), s) for s in (names(v["seeds"]) or [])]
+            seeds = [seed_value(name("seeds"), s) for s in (names(v["seeds"]) or [])]
             if not seeds:
                 raise HarnessError(f"{name('seeds')} {v['seeds']!r}: expected one or more whole numbers")
         else:
-            seeds = [whole(name("seed"), v["seed"])]
+            seeds = [seed_value(name("seed"), v["seed"])]
+        for key in ("langs", "train_langs"):  # given but empty: not "every language"
+            if isinstance(v[key], str) and not names(v[key]):
+                raise HarnessError(f"{name(key)} {v[key]!r}: expected one or more language codes (see `harness tasks`)")
         return cls(
             methods=methods,
             tasks=tasks,
@@ -222,6 +235,10 @@ def plan_runs(options: RunOptions, drop_defaults: bool = False) -> list[PlannedR
         if drop_defaults:
             opts = {k: v for k, v in opts.items() if v != cls.defaults[k]}
         cls(**opts).check_settings(settings)  # option values and their fit with the training settings
+        for ref in refs:
+            if ref.output_type in cls.cannot_evaluate:
+                raise HarnessError(f"method '{method}' cannot evaluate task {ref.name} ({ref.output_type}): "
+                                   f"{cls.cannot_evaluate[ref.output_type]}; leave it out of --tasks")  # fmt: skip
         for seed in options.seeds:
             cfg = RunConfig(
                 method=method, model=options.model, method_options=opts, recipe=options.recipe,
@@ -232,13 +249,42 @@ def plan_runs(options: RunOptions, drop_defaults: bool = False) -> list[PlannedR
     return planned
 
 
-def check_inputs(planned: list[PlannedRun]) -> None:
-    """What the runs use only later, checked before any run folder is created: every recipe and every
-    model (the shared data folder was checked by `plan_runs`)."""
+def check_inputs(planned: list[PlannedRun], output: Path | None = None) -> None:
+    """What the runs use only later, checked before any run folder is created: every recipe, every model
+    (a local folder must hold a config, safetensors weights and a tokenizer) with the method options that
+    depend on it (`Method.check_model`), and that the output folder can be created (the shared data folder
+    was checked by `plan_runs`)."""
     for recipe in dict.fromkeys(p.config.recipe for p in planned):
         RECIPES.get(recipe, "--recipe")
-    for model in dict.fromkeys(p.config.model for p in planned):
-        resolve_model(model)
+    configs = {model: local_model_config(resolve_model(model)) for model in dict.fromkeys(p.config.model for p in planned)}
+    for p in planned:
+        config = configs[p.config.model]
+        if config is not None:  # a Hub id: checked when it loads
+            METHODS.get(p.config.method)(**p.config.method_options).check_model(config, f"--model {p.config.model}")
+    if output is not None:
+        check_output_folder(output)
+
+
+def check_output_folder(output: Path, flag: str = "--output") -> None:
+    """One line when an output folder cannot be made: it is a file, lies under a file, or cannot be written."""
+    path = Path(output).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{flag} {output}: is a file; give a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise HarnessError(f"{flag} {output}: {existing} is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK) or (existing != path and not _can_create_in(existing)):
+        raise HarnessError(f"{flag} {output}: cannot create {path} (no write permission in {existing})")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can be made in `folder` (root passes `os.access` even where the file system refuses,
+    as in /proc)."""
+    try:
+        Path(tempfile.mkdtemp(prefix=".harness-check.", dir=folder)).rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def command_line(run: PlannedRun, output: Path) -> list[str]:

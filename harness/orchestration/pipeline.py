@@ -209,5 +209,5 @@ def execute_all(planned: list[PlannedRun], output: Path, command: str) -> list[R
             execute(run.config, run.refs, run.ecfg, output, command, train_only=True)
         if not distributed.leave_group():
             return []
-    check_inputs(planned)
+    check_inputs(planned, output)
     return [execute(run.config, run.refs, run.ecfg, output, command) for run in planned]

@@ -52,6 +52,7 @@ from harness.orchestration.options import (
 )
 from harness.orchestration.pipeline import execute
 from harness.plumbing.errors import HarnessError, unknown
+from harness.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def load_sweep(path: str | Path, output: str | Path | None = None) -> Sweep:
     """Read and validate a sweep file (every method, option, task and setting) before any work.
     `output` overrides the file's run store (default `runs`)."""
     path = Path(path)
-    values = load_config_file(str(path))
+    values = load_config_file(str(path), what="sweep file")
     _check_keys(values, list(DEFAULTS) + list(FILE_KEYS), str(path))
     shared = {**DEFAULTS, **{k: v for k, v in values.items() if k not in (*FILE_KEYS, "output")}}
     grid = values.get("grid") or [{}]
@@ -210,7 +211,8 @@ class SweepResult:
 
 
 def run_sweep(sweep: Sweep, progress: Callable[[str], None] = print) -> SweepResult:
-    """Execute every point in order; a point that fails is recorded and the others still run."""
+    """Execute every point in order; a point that fails is recorded and the others still run. Under a
+    data-parallel launch a failing point stops the sweep: the other processes could not skip it with this one."""
     failed: list[tuple[str, str]] = []
     dirs: list[Path] = []
     n = len(sweep.runs)
@@ -221,10 +223,14 @@ def run_sweep(sweep: Sweep, progress: Callable[[str], None] = print) -> SweepRes
         try:
             done = execute(run.config, run.refs, run.ecfg, sweep.output, sweep.command(run))
         except HarnessError as e:
+            if distributed.world_size() > 1:
+                raise
             failed.append((run.run_id, str(e)))
             progress(f"[{i}/{n}] {run.run_id}  {run.label}: FAILED: {e}")
             continue
         except Exception as e:  # a failing point must not stop the sweep; its status says why
+            if distributed.world_size() > 1:
+                raise
             log.exception("%s failed", run.run_id)
             failed.append((run.run_id, f"{type(e).__name__}: {e}"))
             progress(f"[{i}/{n}] {run.run_id}  {run.label}: FAILED: {type(e).__name__}: {e}")

@@ -56,7 +56,19 @@ class TrainSettings:
         typed = {key: _typed(key, value, defaults[key], where) for key, value in values.items()}
         if "report_to" in typed:
             report_integrations(typed["report_to"], where)
-        return cls(**typed)
+        settings = cls(**typed)
+        if settings.lr_scheduler not in COMMON_SCHEDULERS:  # ask transformers (~4 s to import) only then
+            from transformers.trainer_utils import SchedulerType
+
+            valid = [t.value for t in SchedulerType]
+            if settings.lr_scheduler not in valid:
+                raise unknown("lr_scheduler", settings.lr_scheduler, valid, where)
+        for key, (ok, expected) in RANGES.items():
+            value = getattr(settings, key)
+            if not ok(value) and not (key == "epochs" and settings.max_steps >= 1):
+                raise HarnessError(f"training setting {key}={values.get(key, value)!r} in {where}: {expected} "
+                                   f"(default: {defaults[key]})")  # fmt: skip
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +78,28 @@ class TrainSettings:
         """The loggers of `report_to` (empty for "none")."""
         return report_integrations(self.report_to)
 
+
+# Schedulers that every transformers version since 4.30 has (others are checked against the installed one).
+COMMON_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+
+# The valid range of each numeric setting, checked before any work (a negative epoch count would train
+# zero steps and store the untrained model as a finished run).
+RANGES: dict[str, tuple[Any, str]] = {
+    "epochs": (lambda v: v > 0, "must be above 0 (or give max_steps)"),
+    "learning_rate": (lambda v: v > 0, "must be above 0"),
+    "warmup_ratio": (lambda v: 0 <= v <= 1, "must be a ratio from 0 to 1"),
+    "batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "per_device_batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "max_length": (lambda v: v >= 1, "must be at least 1 token"),
+    "weight_decay": (lambda v: v >= 0, "must be 0 or above"),
+    "max_grad_norm": (lambda v: v >= 0, "must be 0 (no clipping) or above"),
+    "lora_r": (lambda v: v >= 1, "must be at least 1"),
+    "lora_alpha": (lambda v: v > 0, "must be above 0"),
+    "lora_dropout": (lambda v: 0 <= v < 1, "must be from 0 up to (not including) 1"),
+    "logging_steps": (lambda v: v >= 1, "must be at least 1"),
+    "save_steps": (lambda v: v >= 1, "must be at least 1"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "must be -1 (train for `epochs`) or at least 1"),
+}
 
 # Training settings that change how a run is watched, not the model it trains: `RunConfig.identity` leaves
 # them out, so that turning TensorBoard on does not train the same model again (an existing run is reused,

@@ -42,19 +42,20 @@ from tqdm import tqdm
 
 from harness.data.base import LANGUAGES
 from harness.methods.cc.hooks import CCHooks
-from harness.methods.cc.model import CCOptions, accepts_logits_to_keep, decide, fuse_vector, histogram_entropy
+from harness.methods.cc.model import (
+    NO_ROLLING,
+    CCOptions,
+    accepts_logits_to_keep,
+    decide,
+    fuse_vector,
+    histogram_entropy,
+)
 from harness.methods.cc.rst import rst_offset
 from harness.methods.cc.transform import CCWeights, load_cc
 from harness.methods.cc.two_pass import Row, cc_logits, new_cache
 from harness.plumbing.errors import HarnessError
 
 log = logging.getLogger(__name__)
-
-NO_ROLLING = (
-    "the CC-Tuning model scores continuations of a prompt (it fuses at the prompt's last token); "
-    "loglikelihood_rolling (perplexity) tasks have no prompt: evaluate them with a plain HFLM"
-)
-
 
 def prompt_gumbel_noise(prompts: Sequence[Sequence[int]], n_layers: int, seed: int) -> torch.Tensor:
     """Gumbel(0, 1) noise (n, L) for the Decision Maker at evaluation (`eval_gumbel`), drawn from a

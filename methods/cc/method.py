@@ -58,7 +58,7 @@ from harness.data.base import Example
 from harness.data.chat import encode_prompt
 from harness.data.models import load_model
 from harness.methods.cc.figures import ARTIFACTS, cc_figures
-from harness.methods.cc.model import CCModel, CCOptions, histogram_entropy
+from harness.methods.cc.model import NO_ROLLING, CCModel, CCOptions, histogram_entropy
 from harness.methods.cc.pairs import Pair, pairs_from_examples, pairs_from_parallel
 from harness.methods.cc.rst import AUTHORS_RST, RST_MODES, describe_rst, rst_offset
 from harness.methods.cc.transform import CC_SIDECAR, CC_WEIGHTS, TransformFit, fit_and_save, refit_checkpoint
@@ -138,6 +138,7 @@ class CCTuning(Method):
         "eval_seed": 0,  # the Gumbel noise of `eval_gumbel`, drawn per prompt (methods.cc.lm.prompt_gumbel_noise)
     }
     eval_options = frozenset({"wt_samples", "wt_source", "wt_per_language", "use_wt", "eval_gumbel", "eval_seed"})
+    cannot_evaluate = {"loglikelihood_rolling": NO_ROLLING}
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -151,6 +152,18 @@ class CCTuning(Method):
             raise HarnessError(f"option dm_tau={self.options['dm_tau']} of method 'cc' must be > 0")
         if self.options["rst"] not in RST_MODES:
             raise unknown("value", str(self.options["rst"]), RST_MODES, "option rst of method 'cc'")
+
+    def check_model(self, config: dict[str, Any], where: str) -> None:
+        layers = config.get("text_config", config).get("num_hidden_layers")
+        if not isinstance(layers, int):
+            return
+        for key in ("fixed_source_layer", "fuse_after_layer"):
+            value = self.options[key]
+            if (key == "fixed_source_layer" and value == -1) or 0 <= value < layers:
+                continue
+            unset = " (or -1: the Decision Maker chooses)" if key == "fixed_source_layer" else ""
+            raise HarnessError(f"option {key}={value} of method 'cc' is out of range for {where}: it has {layers} "
+                               f"layers, 0..{layers - 1}{unset}")  # fmt: skip
 
     def check_settings(self, settings: TrainSettings) -> None:
         """`detach_english=false` asks for gradients through the English pass, which re-entrant gradient

@@ -26,6 +26,13 @@ from harness.plumbing.errors import HarnessError
 from harness.training.trainer import enable_gradient_checkpointing
 
 
+# Why the CC model cannot score lm-eval's `loglikelihood_rolling` requests (`CCTuning.cannot_evaluate`).
+NO_ROLLING = (
+    "the CC-Tuning model scores continuations of a prompt (it fuses at the prompt's last token); "
+    "loglikelihood_rolling (perplexity) tasks have no prompt: evaluate them with a plain HFLM"
+)
+
+
 @dataclass(frozen=True)
 class CCOptions:
     """The CC-Tuning options that shape the model (training and inference)."""
