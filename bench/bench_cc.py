@@ -26,11 +26,11 @@ from harness.data.base import data_dir, read_jsonl
 from harness.data.chat import format_prompt
 from harness.data.models import load_model, load_tokenizer, resolve_model
 from harness.data.recipes import RecipeOptions, load_recipe
-from harness.training.trainer import SFTDataset, pad_collate
 from harness.methods.cc import CCDataset
 from harness.methods.cc.lm import CCLM
 from harness.methods.cc.model import CCModel, CCOptions
 from harness.methods.cc.transform import CCWeights
+from harness.training.trainer import SFTDataset, pad_collate
 
 LANGS = ("fr", "sw", "hi", "zh")
 

@@ -42,9 +42,9 @@ def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int
 
     from harness.data.models import load_model, load_tokenizer, resolve_model
     from harness.data.recipes import RecipeOptions, load_recipe
-    from harness.training.trainer import SFTDataset, enable_gradient_checkpointing, pad_collate
     from harness.methods.cc import CCDataset
     from harness.methods.cc.model import CCModel, CCOptions
+    from harness.training.trainer import SFTDataset, enable_gradient_checkpointing, pad_collate
 
     torch.set_num_threads(threads)
     ref = resolve_model("smollm2-135m-instruct")

@@ -49,8 +49,8 @@ def train_flops_per_token(model, context: float) -> float:
 
 
 def run_harness(ref: str, examples, settings, seed: int) -> tuple[float, float]:
-    from harness.training.settings import TrainContext
     from harness.methods import METHODS
+    from harness.training.settings import TrainContext
 
     with tempfile.TemporaryDirectory() as tmp:
         ctx = TrainContext(base_model=ref, examples=examples, settings=settings, seed=seed, run_dir=Path(tmp),

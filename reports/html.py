@@ -18,7 +18,11 @@ import yaml
 
 from harness.core.provenance import describe, library_line
 from harness.plumbing.io import atomic_write_text
+from harness.reports import answer_language
+from harness.reports.alignment import render_html as alignment_html
+from harness.reports.alignment import toc_entry as alignment_toc
 from harness.reports.benches import AVG, AVG_NON_EN, BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from harness.reports.consistency_render import html_section as consistency_section
 from harness.reports.report import ItemPage, Report
 from harness.reports.runs import RunRecord, environments_of, variant_order
 from harness.reports.stats import Delta
@@ -279,6 +283,9 @@ def render_index(report: Report) -> str:
     for note in report.notes:
         parts.append(f'<p class="note">{esc(note)}</p>')
     toc = [f'<li><a href="#bench-{esc(b.bench)}">{esc(b.bench)}</a></li>' for b in report.benches]
+    toc += ['<li><a href="#consistency">consistency with English</a></li>'] if report.consistency else []
+    toc += alignment_toc(report.alignment)
+    toc += answer_language.toc_entry(report.answer_language)
     toc += [f'<li><a href="#fig-{esc(_anchor(s))}">{esc(s)}</a></li>' for s in report.figures]
     toc += ['<li><a href="#items">per-item browser</a></li>', '<li><a href="#runs">runs</a></li>']
     parts.append(f"<nav><ul>{''.join(toc)}</ul></nav>")
@@ -301,9 +308,12 @@ def render_index(report: Report) -> str:
         if bench.answers_plot:
             parts.append(figure(bench.answers_plot, f"{bench.bench}: predicted answers against gold",
                                 "per language, the share of each answer (grey: no answer could be read)"))
+    parts.append(consistency_section(report.consistency))
+    parts.append(answer_language.html_section(report.answer_language))
     for section, figures in report.figures.items():
         parts.append(f'<h2 id="fig-{esc(_anchor(section))}">{esc(section)}</h2>')
         parts.extend(figure(f.path, f.title, f.caption) for f in figures)
+    parts.append(alignment_html(report.alignment))
     parts.append('<h2 id="items">Per-item browser</h2>')
     if report.item_pages:
         links = "".join(

@@ -9,7 +9,10 @@ from typing import Any
 import yaml
 
 from harness.core.provenance import describe, library_line
+from harness.reports.alignment import render_markdown as alignment_section
+from harness.reports.answer_language import markdown_section as answer_language_section
 from harness.reports.benches import BASELINE_ROWS, FLAGS, REFERENCES, BenchReport
+from harness.reports.consistency_render import markdown_section as consistency_section
 from harness.reports.report import Report
 from harness.reports.runs import environments_of
 
@@ -115,10 +118,13 @@ def render(report: Report) -> str:
             lines += [f"![{bench.bench} per language]({bench.plot})", ""]
         if bench.answers_plot:
             lines += [f"![{bench.bench} predicted answers against gold]({bench.answers_plot})", ""]
+    lines += consistency_section(report.consistency)
+    lines += answer_language_section(report.answer_language)
     for section, figures in report.figures.items():
         lines += [f"## {section}", ""]
         for f in figures:
             lines += [f"![{f.title}]({f.path})", "", f"{f.title}{': ' + f.caption if f.caption else ''}", ""]
+    lines += alignment_section(report.alignment)
     if report.item_pages:
         lines += ["## Per-item browser", ""]
         lines += [f"- [{p.task}]({p.path}): {p.items} items, {p.runs} runs" for p in report.item_pages] + [""]

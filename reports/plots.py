@@ -229,3 +229,106 @@ def answer_distribution(
                bbox_to_anchor=(0.5, -0.02 - 0.04 * grid_rows), frameon=False)  # fmt: skip
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
+
+
+def consistency_bars(columns: Sequence[str], panels: dict[str, dict[str, Sequence[float]]], title: str,
+                     path: Path) -> Path:  # fmt: skip
+    """Side-by-side panels of grouped bars (one group per language, one bar per variant), all in % (0-100).
+    `panels`: panel title -> variant -> value per column (NaN where the variant has none)."""
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(max(4.5, 0.5 * len(columns) + 2.5) * len(panels), 3.4),
+                                   squeeze=False)  # fmt: skip
+    for ax, (name, series) in zip(axes.flat, panels.items(), strict=True):
+        width = 0.8 / max(len(series), 1)
+        x = np.arange(len(columns))
+        for i, (label, values) in enumerate(series.items()):
+            ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(np.asarray(values, float)), width, label=label)
+        ax.set_xticks(x, list(columns))
+        ax.set_ylim(0, 100)
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, ncol=min(len(names), 4) or 1, loc="lower center",
+               bbox_to_anchor=(0.5, -0.08), frameon=False)  # fmt: skip
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def layer_curves(grid: dict[str, dict[str, dict[str, tuple[Sequence[int], Sequence[float]]]]], title: str,
+                 path: Path) -> Path:  # fmt: skip
+    """A metric against the layer: one row of panels per metric (`grid`: row label -> panel title -> line label
+    -> (layers, values)), one line per label, the same color for a label in every panel, one legend below."""
+    rows = [r for r in grid if grid[r]] or list(grid)
+    cols = max((len(grid[r]) for r in rows), default=1) or 1
+    fig, axes = _pyplot().subplots(len(rows), cols, figsize=(3.3 * cols + 0.5, 2.7 * len(rows) + 0.6),
+                                   squeeze=False, sharex=True, sharey="row")  # fmt: skip
+    colors: dict[str, str] = {}
+    for r, row in enumerate(rows):
+        for c, (panel, lines) in enumerate(grid[row].items()):
+            ax = axes[r][c]
+            for label, (layers, values) in lines.items():
+                color = colors.setdefault(label, f"C{len(colors) % 10}")
+                style = "-" if len(colors) <= 10 else "--"
+                ax.plot(layers, values, label=label, color=color, linestyle=style, linewidth=1.4)
+            ax.set_title(panel, fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if c == 0:
+                ax.set_ylabel(row, fontsize=8)
+            if r == len(rows) - 1:
+                ax.set_xlabel("layer", fontsize=8)
+        for ax in axes[r][len(grid[row]):]:
+            ax.axis("off")
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 4) or 1, loc="lower center",
+               bbox_to_anchor=(0.5, -0.04 - 0.03 * (len(labels) // 4)), frameon=False)  # fmt: skip
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+UNRELIABLE_COLOR = "#e0e0e0"
+
+
+def answer_language_bars(categories: Sequence[str], panels: dict[str, list[tuple[str, Sequence[float | None]]]],
+                         title: str, path: Path) -> Path:  # fmt: skip
+    """Stacked horizontal bars of shares (0-1): one panel per language, one bar per variant split into
+    `categories` (one color each). `panels`: lang -> [(variant, share per category)]; a share of None
+    (not measurable) leaves its part of the bar hatched grey ("unreliable")."""
+    cols = min(len(panels), 4) or 1
+    grid_rows = -(-len(panels) // cols) or 1
+    height = max((len(rows) for rows in panels.values()), default=1)
+    fig, axes = _pyplot().subplots(grid_rows, cols, figsize=(3.4 * cols + 1.5, (0.32 * height + 0.9) * grid_rows),
+                                   squeeze=False, sharex=True)  # fmt: skip
+    colors = ["tab:blue", "tab:orange", "tab:red", "#7f7f7f", "#c7c7c7", "tab:green", "tab:purple"]
+    for ax, (lang, rows) in zip(axes.flat, panels.items(), strict=False):
+        y = np.arange(len(rows))[::-1]
+        left = np.zeros(len(rows))
+        for i, name in enumerate(categories):
+            widths = np.array([0.0 if shares[i] is None else shares[i] for _, shares in rows], float)
+            ax.barh(y, widths, left=left, color=colors[i % len(colors)], label=name, edgecolor="white", linewidth=0.5)
+            left += widths
+        unreliable = np.array([any(s is None for s in shares) for _, shares in rows], bool)
+        if unreliable.any():
+            ax.barh(y, np.where(unreliable, 1.0 - left, 0.0), left=left, color=UNRELIABLE_COLOR, hatch="//",
+                    label="unreliable", edgecolor="white")  # fmt: skip
+        ax.set_yticks(y, [name for name, _ in rows], fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "25", "50", "75", "100 %"], fontsize=8)
+        ax.set_title(lang, fontsize=10)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, names = {}, []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in handles:
+                handles[lab] = h
+                names.append(lab)
+    fig.legend([handles[n] for n in names], names, fontsize=8, ncol=min(len(names), 6) or 1, loc="lower center",
+               bbox_to_anchor=(0.5, -0.02 - 0.14 / grid_rows), frameon=False)  # fmt: skip
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)

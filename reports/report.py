@@ -23,6 +23,8 @@ from pathlib import Path
 from harness.core.method import METHODS
 from harness.core.provenance import describe
 from harness.reports import plots
+from harness.reports.alignment import AlignmentSection, alignment_section
+from harness.reports.answer_language import LanguageSection, build_answer_language
 from harness.reports.benches import (
     BASELINE_ROWS,
     REFERENCES,
@@ -30,6 +32,7 @@ from harness.reports.benches import (
     build_benches,
     with_bench,
 )
+from harness.reports.consistency import ConsistencyBench, build_consistency
 from harness.reports.figures import Figure, FigureContext, answers_figure, loss_figure
 from harness.reports.runs import RunRecord, environments_of, load_runs, variant_order
 from harness.reports.table import frame_of
@@ -56,6 +59,9 @@ class Report:
     item_pages: list[ItemPage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     iters: int = 2000
+    alignment: AlignmentSection | None = None  # with English, per layer (`harness analyze`)
+    consistency: list[ConsistencyBench] = field(default_factory=list)  # per benchmark, with English
+    answer_language: list[LanguageSection] = field(default_factory=list)  # per `gen` benchmark
 
 
 
@@ -76,6 +82,7 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
         if bench.gold_shares:
             bench.answers_plot = answers_figure(bench, out)
     ctx = FigureContext(runs, with_bench(frame) if not frame.empty else frame, benches, out)
+    consistency = build_consistency(runs, ctx.frame, benches, out, iters, seed)
     for method in dict.fromkeys(r.method for r in runs):  # figures of the methods present, in run order
         if method in METHODS:
             for section, items in METHODS.get(method).report_figures(ctx).items():
@@ -83,7 +90,7 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
     loss = loss_figure(runs, out)
     if loss:
         figures["training loss"].append(loss)
-    notes = []
+    answer_language, notes = build_answer_language(runs, out)  # the language of each `gen` output
     for reference, name in REFERENCES.items():
         if reference in BASELINE_ROWS:
             continue
@@ -107,6 +114,9 @@ def build_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
         figures=dict(figures),
         notes=notes,
         iters=iters,
+        alignment=alignment_section(runs, out),
+        consistency=consistency,
+        answer_language=answer_language,
     )
 
 

@@ -15,7 +15,10 @@ from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_text
 from harness.reports import html, markdown
+from harness.reports.alignment import write_csv as write_alignment_csv
+from harness.reports.answer_language import csv_rows as answer_language_rows
 from harness.reports.benches import BASELINE_ROWS
+from harness.reports.consistency_render import csv_rows as consistency_rows
 from harness.reports.report import Report, build_report
 from harness.reports.table import frame_of, write_tables
 
@@ -58,6 +61,12 @@ def write_csv(report: Report, out: Path) -> list[Path]:
     paths = [out / "scores.csv", out / "deltas.csv"]
     atomic_write_text(paths[0], pd.DataFrame(score_rows).to_csv(index=False))
     atomic_write_text(paths[1], pd.DataFrame(delta_rows).to_csv(index=False))
+    if report.consistency:  # consistency with English on parallel items (`harness.reports.consistency`)
+        paths.append(out / "consistency.csv")
+        atomic_write_text(paths[-1], pd.DataFrame(consistency_rows(report.consistency)).to_csv(index=False))
+    if report.answer_language:  # the language of each `gen` output (`harness.reports.answer_language`)
+        paths.append(out / "answer_language.csv")
+        atomic_write_text(paths[-1], pd.DataFrame(answer_language_rows(report.answer_language)).to_csv(index=False))
     return paths
 
 
@@ -88,6 +97,7 @@ def write_report(paths: list[str], out: Path, iters: int = 2000, seed: int = 0) 
         faults.point("report")
         atomic_write_text(written[1], markdown.render(report))
         written += write_csv(report, tmp)
+        written += write_alignment_csv(report.alignment, tmp)
         written += write_tables(frame_of(report.runs), tmp, report.skipped)
         atomic_write_text(tmp / REPORT_MARKER, "written by `harness report`; the folder is replaced on the next one\n")
         old = None

@@ -18,13 +18,13 @@ import sys
 
 from tqdm import tqdm
 
-from harness.cli import catalog, data, evaluate, report, run, sweep, translate
+from harness.cli import analyze, catalog, data, evaluate, report, run, sweep, translate
 from harness.plumbing.errors import HarnessError
 from harness.training import distributed
 
 log = logging.getLogger("harness")
 
-SUBCOMMANDS = (run, evaluate, catalog, data, translate, report, sweep)  # each adds its parser(s): `add(sub)`
+SUBCOMMANDS = (run, evaluate, catalog, data, translate, report, sweep, analyze)  # each adds its parser(s): `add(sub)`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ from harness.orchestration.options import RunOptions, plan_runs
 from harness.orchestration.pipeline import execute_all
 from harness.plumbing.errors import HarnessError
 from harness.reports.console import run_table
-from harness.training import distributed
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +20,6 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    if distributed.world_size() > 1:
-        raise HarnessError("`harness eval` runs in one process; under accelerate launch use `harness run` "
-                           "(data-parallel training, then the main process evaluates)")  # fmt: skip
     checkpoint = Path(args.checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise HarnessError(f"--checkpoint {checkpoint}: not a Hugging Face checkpoint folder (no config.json)")
@@ -31,6 +27,8 @@ def command(args: argparse.Namespace) -> int:
     options = RunOptions.parse({**given(args), "method": "none", "model": str(checkpoint.resolve())})
     planned = plan_runs(options)
     runs = execute_all(planned, options.output, command_of())
+    if not runs:  # a process of a data-parallel launch other than the main one
+        return 0
     for run in runs:
         print(f"run {run.id}: {run.dir}")
     print(run_table([str(run.dir) for run in runs], planned[0].ecfg.tasks))

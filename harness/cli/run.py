@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.cli.analyze import analyze_runs
 from harness.cli.common import add_evaluation_arguments, command_of, run_values
 from harness.orchestration.dryrun import print_plan
 from harness.orchestration.options import RunOptions, plan_runs
@@ -33,6 +34,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="print the plan (runs, tasks, data, training arguments, model size) without weights")  # fmt: skip
     r.add_argument("--accelerate-config", metavar="FILE",
                    help="with --dry-run: plan for this accelerate launch config (processes, DeepSpeed/FSDP)")  # fmt: skip
+    r.add_argument("--analyze", action="store_true",
+                   help="then the alignment with English per layer of each run (as `harness analyze`)")  # fmt: skip
     r.set_defaults(func=command)
 
 
@@ -53,4 +56,6 @@ def command(args: argparse.Namespace) -> int:
     for run in runs:
         print(f"run {run.id}: {run.dir}")
     print(run_table([str(run.dir) for run in runs], planned[0].ecfg.tasks))
+    if args.analyze:  # not a run option: the run ids stay the same
+        analyze_runs([str(run.dir) for run in runs])
     return 0

@@ -22,16 +22,19 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    if distributed.world_size() > 1:
-        raise HarnessError("`harness sweep` runs in one process; under accelerate launch use `harness run` "
-                           "(data-parallel training, then the main process evaluates)")  # fmt: skip
+    # Under a data-parallel launch every process runs the sweep's runs one after another (each data-parallel),
+    # and only the main process prints and writes the report.
+    main = distributed.is_main()
+    say = print if main else _silent
     sweep = load_sweep(args.file, args.output)
     for line in plan_lines(sweep):
-        print(line)
+        say(line)
     if args.dry_run:
         return 0
     check_inputs(sweep.runs, sweep.output)
-    result = run_sweep(sweep)
+    result = run_sweep(sweep, progress=say)
+    if not main:
+        return 0
     if args.report:
         _, paths = write_report([str(d) for d in result.run_dirs], Path(args.report))
         print(f"wrote {paths[0]}")
@@ -39,3 +42,7 @@ def command(args: argparse.Namespace) -> int:
         raise HarnessError(f"{len(result.failed)} of {len(sweep.runs)} runs failed (see their status.json): "
                            + "; ".join(f"{run_id}: {error}" for run_id, error in result.failed))  # fmt: skip
     return 0
+
+
+def _silent(line: str) -> None:
+    pass

@@ -14,7 +14,8 @@ and may provide everything the rest of the harness asks of a method, so that the
 - `check_settings`, `check_model` and `cannot_evaluate`: refusals, before any work, of training settings,
   options out of range for the model, and kinds of task its evaluator cannot score; `plan_notes`: dry-run
   lines about its choices;
-- `report_figures`: the figures `harness report` draws for its runs.
+- `report_figures`: the figures `harness report` draws for its runs;
+- `alignment_views`: representations of its own for the per-layer alignment analysis (`harness analyze`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,14 @@ class Method:
     def checkpoint(self, run_dir: Path, base_model: str) -> str:
         """The checkpoint to evaluate: the trained model, or the base model for methods that don't train."""
         return str(run_dir / "model") if self.trains else base_model
+
+    def alignment_views(self, checkpoint: str) -> Any:
+        """Representations of its own for the alignment analysis (`harness.evaluation.alignment`), or None: a
+        callable `(model, tokenizer, texts, lang, batch_size) -> {name: (n, k, d) tensor}` giving k per-layer
+        vectors (lined up with the last k layers) for the templated prompt of each text in language `lang`;
+        each is compared with the same view of the English parallels (`lang="en"`). An optional attribute
+        `descriptions` (name -> one line) labels them in the report. Default: none."""
+        return None
 
 
 def checkpoint_owner(folder: str | Path) -> type[Method] | None:

@@ -143,8 +143,29 @@ def load_tokenizer(ref: str, trust_remote_code: bool = False):
     return tok
 
 
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def sharded_loading() -> str:
+    """How this process loads a model for sharded training, from the environment `accelerate launch` sets:
+    "zero3" (DeepSpeed with `zero3_init_flag`: `from_pretrained` partitions the weights while loading them,
+    under the `HfDeepSpeedConfig` the TrainingArguments keep alive; only rank 0 reads the checkpoint),
+    "fsdp" (FSDP with `fsdp_cpu_ram_efficient_loading`: local rank 0 reads the weights, the other processes
+    build the model on the meta device and receive theirs when FSDP wraps it), or "" (every process loads
+    the whole model)."""
+    if _env_true("ACCELERATE_USE_DEEPSPEED") and _env_true("ACCELERATE_DEEPSPEED_ZERO3_INIT"):
+        return "zero3"
+    if _env_true("ACCELERATE_USE_FSDP") and _env_true("FSDP_CPU_RAM_EFFICIENT_LOADING"):
+        return "fsdp"
+    return ""
+
+
 def load_model(ref: str, dtype: str = "float32", trust_remote_code: bool = False):
-    """Load a causal LM from safetensors weights only (no pickle)."""
+    """Load a causal LM from safetensors weights only (no pickle). transformers builds it on the meta device
+    and loads the weights into it (no second copy in host RAM); for sharded training (`sharded_loading`),
+    `harness.training.trainer.load_for_training` sets up the process group and DeepSpeed config first, and
+    `from_pretrained` then partitions (ZeRO-3) or loads on local rank 0 only (FSDP)."""
     import torch
     from transformers import AutoModelForCausalLM
 

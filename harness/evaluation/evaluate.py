@@ -3,6 +3,7 @@ task folder, and turn lm-eval's output into per-task results and per-item sample
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,14 @@ class TaskRef:
     output_type: str = ""  # lm-eval's request kind: generate_until, multiple_choice, loglikelihood(_rolling)
 
 
-def _task_manager():
+@functools.cache
+def _task_manager(ours_only: bool = False):
+    """lm-eval's index of its tasks and ours (about 10 s to build), or of ours alone (a fraction of a second),
+    built once per process: every evaluation of a sweep or of several runs loads its tasks from it (each
+    load builds new task objects)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(TASKS_DIR))
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=not ours_only)
 
 
 def resolve_tasks(names: list[str], langs: list[str] | None = None) -> list[TaskRef]:
@@ -157,7 +162,7 @@ def run_lm_eval(
         evaluation_tracker=tracker,
         tasks=[r.name for r in refs],
         limit=limit,
-        task_manager=_task_manager(),
+        task_manager=_task_manager(ours_only=all(r.protocol for r in refs)),
         apply_chat_template=apply_chat_template,
         log_samples=True,
         bootstrap_iters=0,

@@ -4,7 +4,9 @@ One line per planned run (its id and what executing it would do: train, resume, 
 then the tasks and their items, the training data per language, the training settings and the
 `transformers.TrainingArguments` the Trainer would get (the batch laid out over the processes of an
 accelerate launch), and the model built on the meta device from its config: parameters, tokens per
-optimizer step, and the memory full fine-tuning needs for weights, gradients and Adam states.
+optimizer step, and the memory full fine-tuning needs for weights, gradients and Adam states; the activations
+per GPU (`harness.training.memory`: one training pass, and a method's own, e.g. CC-Tuning's two passes), the
+total per GPU and whether it fits an 80 GB GPU; and the host memory per process while the model loads.
 
 Nothing is downloaded where the Hub is unreachable, and no weights are read. A model's config comes from a
 local checkpoint, else from `harness/orchestration/model_configs/<org>__<name>/config.json` (shipped for the paper's
@@ -14,6 +16,7 @@ the figures that need it (tokens, examples over the cutoff) are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -30,13 +33,14 @@ import yaml
 from harness.core.config import EvalConfig, RunConfig
 from harness.core.method import METHODS
 from harness.core.store import Run
-from harness.data.models import DEFAULT_MODEL, cache_dir, default_model_gguf, resolve_model
+from harness.data.models import DEFAULT_MODEL, cache_dir, default_model_gguf, resolve_model, sharded_loading
 from harness.evaluation.evaluate import TaskRef
 from harness.orchestration.options import PlannedRun, run_label
 from harness.orchestration.sweep import run_state
 from harness.plumbing.errors import HarnessError
 from harness.tasks.catalog import BENCHMARKS, item_count
 from harness.training import distributed
+from harness.training.memory import ActivationNote, Budget, Shape, gathered_bytes, single_pass
 from harness.training.settings import TrainContext, TrainSettings, batch_layout
 from harness.training.trainer import SFTDataset, latest_checkpoint, training_arguments
 
@@ -165,6 +169,7 @@ class Launch:
     world: int
     scheme: str
     sharded: str = ""
+    loading: str = ""  # how each process loads the model: "zero3", "fsdp" or "" (`harness.data.models.sharded_loading`)
 
     def bytes_per_device(self, weights: float, grads: float, optim: float) -> float:
         n = self.world
@@ -179,7 +184,7 @@ def launch_layout(accelerate_config: str | None) -> Launch:
     """From the accelerate config when given, else from the environment of an `accelerate launch`."""
     if accelerate_config is None:
         world = distributed.world_size()
-        return Launch(world, "DDP" if world > 1 else "one process")
+        return Launch(world, "DDP" if world > 1 else "one process", loading=sharded_loading())
     cfg = _accelerate_config(accelerate_config)
     kind = getattr(cfg.distributed_type, "value", str(cfg.distributed_type))
     world = cfg.num_processes if cfg.num_processes and cfg.num_processes > 0 else 1
@@ -193,7 +198,8 @@ def launch_layout(accelerate_config: str | None) -> Launch:
             except (OSError, KeyError, ValueError):
                 stage = None  # a file relative to another folder, or without the field: said as ZeRO-?
         sharded = {1: "optimizer", 2: "gradients", 3: "all"}.get(stage, "")
-        return Launch(world, f"DeepSpeed ZeRO-{stage if stage is not None else '?'}", sharded)
+        loading = "zero3" if stage == 3 and ds.get("zero3_init_flag") else ""
+        return Launch(world, f"DeepSpeed ZeRO-{stage if stage is not None else '?'}", sharded, loading)
     if kind == "FSDP":
         fsdp = cfg.fsdp_config or {}
         version = int(fsdp.get("fsdp_version", 1))
@@ -201,8 +207,9 @@ def launch_layout(accelerate_config: str | None) -> Launch:
             full = bool(fsdp.get("fsdp_reshard_after_forward", True))
         else:
             full = str(fsdp.get("fsdp_sharding_strategy", "FULL_SHARD")).upper() in ("FULL_SHARD", "1")
+        loading = "fsdp" if fsdp.get("fsdp_cpu_ram_efficient_loading") else ""
         return Launch(world, f"FSDP{version} {'full shard' if full else 'gradient shard'}",
-                      "all" if full else "gradients")  # fmt: skip
+                      "all" if full else "gradients", loading)  # fmt: skip
     return Launch(world, "DDP" if world > 1 else "one process")
 
 
@@ -305,10 +312,16 @@ def plan_lines(
         )
         tokenizer = None
     seen_methods: set[str] = set()
+    activations: dict[str, float | None] = {}  # method and options -> its own activation estimate, if any
+    laid_out = dataclasses.replace(settings, per_device_batch_size=per_device)  # as each process trains
     for cfg in training:
         method = METHODS.get(cfg.method)(**cfg.method_options)
         method.check_settings(settings)
-        for note in method.plan_notes(settings, tokenizer, text):
+        notes = method.plan_notes(laid_out, tokenizer, text)
+        own = [note.activations for note in notes if isinstance(note, ActivationNote)]
+        label = " ".join([cfg.method, *(f"{k}={v}" for k, v in cfg.method_options.items())])  # seeds alike
+        activations.setdefault(label, own[0] if own else None)
+        for note in notes:
             if note not in seen_methods:
                 seen_methods.add(note)
                 lines.append(note)
@@ -339,7 +352,51 @@ def plan_lines(
                  f"{_bytes(optim)} = {_bytes(weights + grads + optim)}; per device"
                  + (f" with {launch.scheme} over {world} processes" if world > 1 else "")
                  + f": {_bytes(launch.bytes_per_device(weights, grads, optim))}")  # fmt: skip
+    states = None if settings.lora else launch.bytes_per_device(weights, grads, optim)
+    lines += _memory_lines(Shape.of(config), laid_out, launch, states, activations)
+    lines.append(_host_line(launch, params, config))
     return lines
+
+
+def _memory_lines(
+    shape: Shape, settings: TrainSettings, launch: Launch, states: float | None, activations: dict[str, float | None]
+) -> list[str]:
+    """Activations per GPU (one pass; a method's own estimate is among its notes) and, per method, the total per
+    GPU with the fit verdict (not for LoRA, whose states are not those of full fine-tuning): sequences at the
+    cutoff, every token after the first a response token (the worst case)."""
+    e, batch, seq = 2 if settings.bf16 else 4, settings.per_device_batch_size, settings.max_length
+    gc = settings.gradient_checkpointing
+
+    def one_pass(checkpointing: bool) -> float:
+        return single_pass(shape, batch, seq, batch * (seq - 1), checkpointing=checkpointing, e=e).peak
+
+    lines = [f"activations per GPU (estimate: harness/training/memory.py, after Korthikanti et al. 2022; "
+             f"per-device batch {batch} x cutoff {seq}, every token a response token, {'bf16' if e == 2 else 'float32'}): "
+             f"one training pass {_bytes(one_pass(gc))} with gradient checkpointing {'on' if gc else 'off'} "
+             f"({_bytes(one_pass(not gc))} {'off' if gc else 'on'})"]  # fmt: skip
+    gathered = gathered_bytes(shape) if launch.sharded == "all" else 0.0
+    for label, own in activations.items() if states is not None else ():
+        budget = Budget(states, one_pass(gc) if own is None else own, gathered)
+        parts = f"model states {_bytes(states)}" + (f" + gathered parameters {_bytes(gathered)}" if gathered else "")
+        lines.append(f"memory per GPU, {label}: {parts} + activations {_bytes(budget.activations)} = "
+                     f"{_bytes(budget.total)}: {budget.verdict()}")  # fmt: skip
+    return lines
+
+
+def _host_line(launch: Launch, params: int, config) -> str:
+    """Host memory per process while the model loads: float32 weights (`load_model`) in each process, unless
+    a sharded launch loads them once (`harness.data.models.sharded_loading`)."""
+    full = _bytes(params * 4)
+    if launch.loading == "zero3":
+        stored = {"bfloat16": 2, "float16": 2}.get(str(getattr(config, "dtype", None) or "").replace("torch.", ""), 4)
+        return (f"host memory per process while loading: rank 0 reads the checkpoint ({_bytes(params * stored)}, "
+                f"memory-mapped) and partitions it as it loads, the other {launch.world - 1} read nothing "
+                f"(DeepSpeed zero3_init_flag)")  # fmt: skip
+    if launch.loading == "fsdp":
+        return (f"host memory per process while loading: local rank 0 of each machine {full} (float32), the other "
+                f"processes none (built on the meta device; FSDP cpu_ram_efficient_loading)")  # fmt: skip
+    every = "the process" if launch.world == 1 else f"each of the {launch.world} processes"
+    return f"host memory per process while loading: {full} in {every} (the whole model in float32)"
 
 
 def print_plan(

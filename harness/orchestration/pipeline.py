@@ -28,7 +28,7 @@ from harness.core.method import METHODS
 from harness.core.provenance import PhaseClock
 from harness.core.store import Run
 from harness.data.models import check_same_model, resolve_model
-from harness.evaluation.cache import CachedLM, ResponseCache, checkpoint_fingerprint
+from harness.evaluation.cache import CachedLM, checkpoint_fingerprint, merge_rank_caches, open_run_cache
 from harness.evaluation.evaluate import TaskRef, make_hflm_kwargs, run_lm_eval, split_results
 from harness.evaluation.lm_eval_files import new_tracker, write_lm_eval_files
 from harness.orchestration.options import PlannedRun, check_inputs
@@ -77,9 +77,11 @@ def train_run(run: Run, method, base_model: str) -> None:
 
 
 def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: EvalConfig) -> dict[str, Any]:
-    """Evaluate the tasks the run does not have yet (one lm-eval call), store each, return all results."""
+    """Evaluate the tasks the run does not have yet (one lm-eval call), store each, return all results.
+    Under a data-parallel launch every process evaluates its share of the items of the tasks the main process
+    finds missing; lm-eval gathers the results into the main process, which alone writes them."""
     key = ecfg.key()
-    missing = [r for r in refs if run.stored_result(r.name, key) is None]
+    missing = distributed.broadcast([r for r in refs if run.stored_result(r.name, key) is None])
     if missing:
         run.set_phase("evaluating", tasks=[r.name for r in refs], eval=key)
         checkpoint = method.checkpoint(run.dir, base_model)
@@ -88,12 +90,49 @@ def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: E
         log.info("%s: evaluating %d tasks on %s", run.id, len(missing), checkpoint)
         clock = PhaseClock()
         lm_kwargs = make_hflm_kwargs(ecfg.batch_size, run.config.trust_remote_code)
-        cache = ResponseCache(run.dir / "eval_cache.sqlite")
+        with distributed.evaluating():
+            evaluated = _run_lm_eval(run, method, checkpoint, missing, ecfg, lm_kwargs)
+        if evaluated is not None:  # the main process: lm-eval's output holds every process's results
+            output, tracker, lm = evaluated
+            log.info("%s: %d responses from the run's cache, %d computed", run.id, lm.hits, lm.computed)
+            if hasattr(lm.lm, "artifacts"):
+                atomic_write_json(run.dir / "eval_artifacts.json", lm.lm.artifacts())
+            write_lm_eval_files(run.dir, tracker, output, model_name=str(run.config.model))
+            for ref in missing:
+                result, samples = split_results(output, ref)
+                run.save_result(ref.name, {**result, "key": key}, samples)
+                faults.point("result")
+            run.record_phase("evaluation", clock, dtype=lm_kwargs["dtype"], tasks=[r.name for r in missing],
+                             responses_cached=lm.hits, responses_computed=lm.computed)  # fmt: skip
+    results = {r.name: run.stored_result(r.name, key) for r in refs}
+    run.set_phase("complete", tasks=[r.name for r in refs], eval=key)
+    return results
+
+
+def _run_lm_eval(run: Run, method, checkpoint: str, refs: list[TaskRef], ecfg: EvalConfig, lm_kwargs: dict):
+    """Load the method's evaluator behind the run's response cache and run lm-eval, in every process of a
+    launch (each with its own cache file, merged into the run's by the main process before and after).
+    Returns, in the main process, lm-eval's output, its tracker and the cached evaluator; None in the
+    others."""
+    main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
+    launched = world > 1
+    if launched and ecfg.limit is not None and ecfg.limit < world:
+        # Fewer items than processes: lm-eval would give some processes none (and fail in them).
+        log.info("%s: --limit %d is below the %d processes: the main process evaluates alone",
+                 run.id, ecfg.limit, world)  # fmt: skip
+        rank, world = 0, 1
+    if main:
+        merge_rank_caches(run.dir)  # what a killed data-parallel evaluation computed, before anyone reads
+    distributed.barrier()
+    evaluated = None
+    if main or world > 1:
+        cache = open_run_cache(run.dir, rank, world)
         try:
-            # The model's files are hashed (for the cache key) in a thread while the model loads: the
-            # ~0.6 s of SHA-256 over the default model would otherwise add to every evaluation.
+            # The model's files are hashed (for the cache key) in a thread while the model loads: the ~0.6 s
+            # of SHA-256 over the default model would otherwise add to every evaluation. The main process
+            # hashes them.
             with ThreadPoolExecutor(1) as pool:
-                fingerprint = pool.submit(checkpoint_fingerprint, checkpoint, cache)
+                fingerprint = pool.submit(checkpoint_fingerprint, checkpoint, cache) if main else None
                 try:
                     inner = method.make_lm(checkpoint, **lm_kwargs)
                 except (OSError, ValueError) as e:
@@ -101,30 +140,26 @@ def evaluate_run(run: Run, method, base_model: str, refs: list[TaskRef], ecfg: E
                         raise  # the disk, reported by the CLI
                     raise HarnessError(f"cannot load the model {checkpoint}: {str(e).splitlines()[0]}") from None
                 # The cache key holds the model's files and everything that shapes its answers.
-                model_key = hashlib.sha256(json.dumps([
+                model_key = fingerprint and hashlib.sha256(json.dumps([
                     fingerprint.result(), run.config.method, method.options,
                     {k: v for k, v in lm_kwargs.items() if k != "trust_remote_code"},
                 ], sort_keys=True, default=str).encode()).hexdigest()  # fmt: skip
-            lm = CachedLM(inner, cache, model_key, chunk_size=EVAL_CHUNK_BATCHES * ecfg.batch_size)
-            tracker = new_tracker(run.dir)
-            output = run_lm_eval(lm, missing, ecfg.limit, run.config.seed, ecfg.apply_chat_template, tracker,
+                if world > 1:
+                    model_key = distributed.broadcast(model_key)
+            lm = CachedLM(inner, cache, model_key, chunk_size=EVAL_CHUNK_BATCHES * ecfg.batch_size, rank=rank,
+                          world_size=world)  # fmt: skip
+            tracker = new_tracker(run.dir) if main else None
+            output = run_lm_eval(lm, refs, ecfg.limit, run.config.seed, ecfg.apply_chat_template, tracker,
                                  model_name=str(checkpoint))  # fmt: skip
-            log.info("%s: %d responses from the run's cache, %d computed", run.id, lm.hits, lm.computed)
-            if hasattr(inner, "artifacts"):
-                atomic_write_json(run.dir / "eval_artifacts.json", inner.artifacts())
-            if distributed.is_main():
-                write_lm_eval_files(run.dir, tracker, output, model_name=str(run.config.model))
-            for ref in missing:
-                result, samples = split_results(output, ref)
-                run.save_result(ref.name, {**result, "key": key}, samples)
-                faults.point("result")
-            run.record_phase("evaluation", clock, dtype=lm_kwargs["dtype"], tasks=[r.name for r in missing],
-                             responses_cached=lm.hits, responses_computed=lm.computed)  # fmt: skip
+            lm.finish()
+            evaluated = (output, tracker, lm) if main else None
         finally:
             cache.close()
-    results = {r.name: run.stored_result(r.name, key) for r in refs}
-    run.set_phase("complete", tasks=[r.name for r in refs], eval=key)
-    return results
+    if launched:
+        distributed.barrier()  # every process has closed its cache file
+        if main:
+            merge_rank_caches(run.dir)
+    return evaluated
 
 
 def share_trained_model(run: Run, source: Run, method) -> None:
@@ -162,16 +197,18 @@ def execute(
     ecfg: EvalConfig,
     runs_root: Path,
     command: str,
-    train_only: bool = False,
 ) -> Run:
-    """Train (or reuse) the run's model, then evaluate it. `train_only` stops after training: what every
-    process of a data-parallel launch does before the main process evaluates alone (`harness.training.distributed`);
-    a model shared from another run's folder is linked (and W_T refitted) in the evaluation pass."""
+    """Train (or reuse) the run's model, then evaluate it. Under a data-parallel launch every process calls
+    this for the same runs in the same order: every process trains, the main process alone writes the store
+    (a model shared from another run's folder is linked, and W_T refitted, by it), and once the model is on
+    disk every process evaluates its share (`evaluate_run`, `harness.training.distributed`)."""
     method = METHODS.get(cfg.method)(**cfg.method_options)
     run = Run(runs_root, cfg)
     with run.locked(log.warning):  # one writer per run: another process on it waits here
         run.init(command)
-        if run.status().get("phase") == "complete" and all(run.stored_result(r.name, ecfg.key()) for r in refs):
+        finished = run.status().get("phase") == "complete"
+        finished = finished and all(run.stored_result(r.name, ecfg.key()) for r in refs)
+        if distributed.broadcast(finished):  # the main process decides for every process of a launch
             log.info("%s: reusing the finished run", run.id)
             return run
         base_model = resolve_model(cfg.model)
@@ -186,13 +223,11 @@ def execute(
                         except Exception as e:
                             failed(source, e)
                             raise
-                if train_only:
-                    return run
-                share_trained_model(run, source, method)
+                if distributed.is_main():
+                    share_trained_model(run, source, method)
             else:
                 train_run(run, method, base_model)
-                if train_only:
-                    return run
+            distributed.barrier()  # the model the main process wrote is on disk before any process loads it
             evaluate_run(run, method, base_model, refs, ecfg)
         except Exception as e:
             failed(run, e)
@@ -202,12 +237,9 @@ def execute(
 
 def execute_all(planned: list[PlannedRun], output: Path, command: str) -> list[Run]:
     """Train and evaluate every planned run, in order. Under a data-parallel launch (`accelerate launch`)
-    every process trains each run, then the processes other than the main one leave and the main one
-    evaluates alone; they get an empty list."""
-    if distributed.world_size() > 1:
-        for run in planned:
-            execute(run.config, run.refs, run.ecfg, output, command, train_only=True)
-        if not distributed.leave_group():
-            return []
+    every process takes part in each run (`execute`); the processes other than the main one get an empty
+    list (the main one prints)."""
     check_inputs(planned, output)
-    return [execute(run.config, run.refs, run.ecfg, output, command) for run in planned]
+    runs = [execute(run.config, run.refs, run.ecfg, output, command) for run in planned]
+    return runs if distributed.is_main() else []
+

@@ -212,7 +212,8 @@ class SweepResult:
 
 def run_sweep(sweep: Sweep, progress: Callable[[str], None] = print) -> SweepResult:
     """Execute every point in order; a point that fails is recorded and the others still run. Under a
-    data-parallel launch a failing point stops the sweep: the other processes could not skip it with this one."""
+    data-parallel launch a failing point stops the sweep: the other processes could not skip it with this
+    one."""
     failed: list[tuple[str, str]] = []
     dirs: list[Path] = []
     n = len(sweep.runs)

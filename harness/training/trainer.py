@@ -7,6 +7,7 @@ subclass overriding `compute_loss` (CC-Tuning does). No hand-written training lo
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -18,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from harness.data.base import Example
 from harness.data.chat import encode_example
-from harness.data.models import check_same_model, load_model, load_tokenizer
+from harness.data.models import check_same_model, load_model, load_tokenizer, sharded_loading
 from harness.plumbing import faults
 from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_text
 from harness.training import distributed
+from harness.training.loss import full_logits, response_logits, response_loss_func
+from harness.training.memory import map_large_allocations
 from harness.training.reporting import place_loggers, wandb_run
 from harness.training.settings import TrainContext, TrainSettings, batch_layout, check_report_packages
 
@@ -140,10 +143,49 @@ def enable_gradient_checkpointing(model, use_reentrant: bool = True) -> None:
 
 
 def load_for_training(ctx: TrainContext):
-    """The base model's tokenizer and model, wrapped with LoRA adapters when the settings ask for them."""
+    """The base model's tokenizer and model, wrapped with LoRA adapters when the settings ask for them.
+
+    Under an `accelerate launch` with DeepSpeed ZeRO-3 and `zero3_init_flag`, or FSDP with
+    `fsdp_cpu_ram_efficient_loading` (`sharded_loading`), the TrainingArguments come first, as transformers
+    asks for sharded training: they join the process group and (ZeRO-3) keep the `HfDeepSpeedConfig` alive
+    under which `from_pretrained` partitions the weights while loading them, so that no process holds the
+    whole model in host RAM; under FSDP only local rank 0 reads the weights, the others build on the meta
+    device and receive theirs from it when FSDP wraps the model. `run_trainer` trains with those arguments
+    (`ctx.extra["training_args"]`). Elsewhere every process loads the whole model, as before."""
     tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
+    mode = sharded_loading()
+    if mode:
+        args = training_arguments(ctx, world_size=distributed.world_size())
+        _ = args.device  # sets up the process group (transformers' FSDP loading asks for the local rank)
+        ctx.extra["training_args"] = args
+        log.info("loading %s sharded (%s)", ctx.base_model, mode)
     model = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
     return tokenizer, apply_lora(model, ctx.settings) if ctx.settings.lora else model
+
+
+@functools.cache
+def sft_trainer_class():
+    """`transformers.Trainer` with the loss over the response tokens only (`harness.training.loss`): the
+    output layer sees the response positions alone, the loss is the Trainer's `compute_loss_func`, so
+    gradient accumulation and the token count over processes are the Trainer's own. The default trainer of
+    `run_trainer`; `HARNESS_FULL_LOGITS=1` gives the plain Trainer's full logits. (A function, so that
+    importing this module does not import transformers' Trainer.)"""
+    from transformers import Trainer
+
+    class SFTTrainer(Trainer):
+        def __init__(self, *args, **kwargs) -> None:
+            if not full_logits():
+                kwargs.setdefault("compute_loss_func", response_loss_func)
+            super().__init__(*args, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.compute_loss_func is not response_loss_func or "labels" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with response_logits(self.accelerator.unwrap_model(model), inputs["labels"]):
+                inputs = {**inputs, "use_cache": False}
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return SFTTrainer
 
 
 def _log_callback(path: Path, checkpoint_at_end: bool):
@@ -245,19 +287,20 @@ def run_trainer(
     checkpoint_at_end: bool = False,
     **trainer_kwargs,
 ):
-    """Train with `trainer_cls` (default `transformers.Trainer`), resuming from the newest checkpoint in
-    `run_dir/checkpoints`, then save the final model atomically into `ctx.output_dir`.
+    """Train with `trainer_cls` (default `sft_trainer_class()`: the loss over response tokens only), resuming
+    from the newest checkpoint in `run_dir/checkpoints`, then save the final model atomically into
+    `ctx.output_dir`.
 
     `save_fn(model, tokenizer, folder)` replaces the default save (merged LoRA weights + tokenizer).
     `checkpoint_at_end`: also checkpoint the last step (for a save_fn that takes long).
     """
-    from transformers import Trainer
-
     check_report_packages(ctx.settings)  # before the Trainer fails on it, with the package to install
-    trainer_cls = trainer_cls or Trainer
+    map_large_allocations()  # freed activations go back to the system (harness.training.memory)
+    trainer_cls = trainer_cls or sft_trainer_class()
     if ctx.settings.gradient_checkpointing:  # here, not by the Trainer: a method's own model may wrap it
         enable_gradient_checkpointing(model, ctx.settings.gradient_checkpointing_reentrant)
-    args = training_arguments(ctx, world_size=distributed.world_size())
+    # the arguments a sharded load was made under (`load_for_training`), else new ones
+    args = ctx.extra.pop("training_args", None) or training_arguments(ctx, world_size=distributed.world_size())
     trainer = trainer_cls(
         model=model,
         args=args,

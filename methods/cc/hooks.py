@@ -41,10 +41,21 @@ def _first(output):
 
 
 def _at(hidden: torch.Tensor, rst: Positions) -> torch.Tensor:
-    """hidden (batch, seq, d) at each row's RST -> (batch, d)."""
-    if isinstance(rst, int):
-        return hidden[:, rst]
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), rst.to(hidden.device)]
+    """hidden (batch, seq, d) at each row's RST -> (batch, d).
+
+    The index tensors the backward pass needs are saved as they are, not through the saved-tensor hooks of
+    a surrounding checkpoint: in a decoder layer checkpointed without re-entrance, a saved index would be a
+    placeholder whose unpacking recomputes the layer as soon as the gradient of the captured activation
+    arrives, long before the rest of the layer's gradient, so that with gradient through the English pass
+    every English layer would be recomputed early and held at once."""
+    with torch.autograd.graph.saved_tensors_hooks(_same, _same):
+        if isinstance(rst, int):
+            return hidden[:, rst]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), rst.to(hidden.device)]
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def feed_forward(layer: nn.Module) -> nn.Module:
@@ -240,10 +251,11 @@ class CCHooks:
                 if isinstance(rst, int)
                 else rst.to(hidden.device)
             )
-            delta = torch.zeros_like(hidden).index_put((rows, cols), vector)  # zero except at the RST
             if state.once:
                 state.active = False
-            fused = hidden + delta
+            # hidden + the vector at each row's RST, out of place: one new (batch, seq, d) tensor, nothing saved
+            # for the backward pass but the indices
+            fused = hidden.index_put((rows, cols), vector, accumulate=True)
             return (fused, *output[1:]) if isinstance(output, tuple) else fused
 
         remove = self._register(

@@ -57,6 +57,7 @@ from harness.core.method import Method, register_method
 from harness.data.base import Example
 from harness.data.chat import encode_prompt
 from harness.data.models import load_model
+from harness.methods.cc.alignment import CCAlignmentViews
 from harness.methods.cc.figures import ARTIFACTS, cc_figures
 from harness.methods.cc.model import NO_ROLLING, CCModel, CCOptions, histogram_entropy
 from harness.methods.cc.pairs import Pair, pairs_from_examples, pairs_from_parallel
@@ -65,6 +66,7 @@ from harness.methods.cc.transform import CC_SIDECAR, CC_WEIGHTS, TransformFit, f
 from harness.plumbing.errors import HarnessError, unknown
 from harness.plumbing.io import atomic_write_json, link_tree
 from harness.reports.figures import Figure, FigureContext
+from harness.training.memory import ActivationNote, Pass, Shape, estimate, fmt
 from harness.training.settings import TrainContext, TrainSettings
 from harness.training.trainer import SFTDataset, drop_tied_copies, load_for_training, run_trainer
 
@@ -106,6 +108,30 @@ def english_gradient(options: dict[str, Any], settings: TrainSettings) -> str:
     if options["detach_english"]:
         return f"no gradient through the English pass (detach_english=true, as the authors' runs); {checkpointing}"
     return f"gradient through the English pass (detach_english=false); {checkpointing}"
+
+
+def activation_note(options: dict[str, Any], settings: TrainSettings, model_config) -> ActivationNote:
+    """The dry run's line on CC-Tuning's activation memory per GPU (`harness.training.memory`): the English pass
+    over the English prompt, then the fused pass with logits at the response positions, each sequence at the
+    cutoff (worst case), with and without gradient through the English pass and gradient checkpointing; it
+    carries this run's figure for the fit verdict."""
+    shape, e = Shape.of(model_config), 2 if settings.bf16 else 4
+    batch, seq = settings.per_device_batch_size, settings.max_length
+
+    def peak(english_grad: bool, checkpointing: bool) -> float:
+        a = batch * shape.layers * shape.hidden * e
+        passes = [Pass(batch, seq, english_grad, keeps=a), Pass(batch, seq, True, logits=batch * (seq - 1))]
+        return estimate(shape, passes, checkpointing=checkpointing, e=e).peak
+
+    cells = [
+        f"{'gradient' if grad else 'no gradient'} through the English pass, checkpointing {'on' if gc else 'off'} "
+        f"{fmt(peak(grad, gc))}"
+        for grad in (False, True) for gc in (False, True)
+    ]  # fmt: skip
+    this = peak(not options["detach_english"], settings.gradient_checkpointing)
+    text = (f"cc: activations per GPU (estimate; English pass + fused pass, {batch} x {seq} tokens each): "
+            + "; ".join(cells) + f" (with gradient, non-re-entrant checkpointing); this run: {fmt(this)}")  # fmt: skip
+    return ActivationNote(text, this)
 
 
 def training_layer_histogram(log_path: Path) -> list[dict[str, Any]]:
@@ -188,6 +214,7 @@ class CCTuning(Method):
         if model_config is not None:
             size = model_config.hidden_size * model_config.num_hidden_layers
             notes.append(f"cc: the Decision Maker adds {size:,} parameters (hidden size x layers)")
+            notes.append(activation_note(self.options, settings, model_config))
         rst = self.options["rst"]
         if tokenizer is not None:
             where = describe_rst(tokenizer, rst)
@@ -310,6 +337,10 @@ class CCTuning(Method):
                 f"delete {folder} and run the same command again to retrain"
             )
         return str(folder)
+
+    def alignment_views(self, checkpoint: str) -> CCAlignmentViews:
+        """The feed-forward outputs at the RST, as they are and mapped by W_T (`harness.methods.cc.alignment`)."""
+        return CCAlignmentViews(checkpoint, per_language=self.options["wt_per_language"])
 
     def make_lm(self, checkpoint: str, **lm_kwargs: Any):
         """The CC-aware lm-eval model (records its layer choices: `lm.artifacts()`)."""

@@ -7,10 +7,16 @@ One training step (METHOD.md, "Training step"):
    non-English pass at its RST; g = gumbel_softmax(logits, tau, hard) (straight-through one-hot).
 3. Fusion: h[RST] += sum_l g_l a_l in the residual stream leaving layer k (default 0).
 4. Loss: next-token cross-entropy on the response tokens of the fused non-English pass.
+
+Memory: the English pass computes no logits (`no_logits`) and, under `detach_english`, runs without autograd:
+it leaves nothing behind but a; the fused pass computes logits at the response positions only
+(`harness.training.loss`). `HARNESS_FULL_LOGITS=1` restores full logits in both (the baseline of
+`bench/bench_memory.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from dataclasses import asdict, dataclass, fields
@@ -23,8 +29,8 @@ from transformers.utils import ModelOutput
 
 from harness.methods.cc.hooks import CCHooks
 from harness.plumbing.errors import HarnessError
+from harness.training.loss import full_logits, no_logits, response_logits, response_loss
 from harness.training.trainer import enable_gradient_checkpointing
-
 
 # Why the CC model cannot score lm-eval's `loglikelihood_rolling` requests (`CCTuning.cannot_evaluate`).
 NO_ROLLING = (
@@ -111,7 +117,7 @@ class CCOutput(ModelOutput):
     layer_choice: torch.Tensor | None = None  # (batch,) argmax of g: the chosen source layer
     dm_entropy: torch.Tensor | None = None  # (batch,) entropy of softmax(DM logits); None with a fixed layer
     english_activations: torch.Tensor | None = None  # a (batch, L, d)
-    logits: torch.Tensor | None = None  # (batch, seq, vocab), when asked for
+    logits: torch.Tensor | None = None  # (batch, seq, vocab), when asked for (`return_logits`)
 
 
 class CCModel(nn.Module):
@@ -132,7 +138,7 @@ class CCModel(nn.Module):
         nn.init.normal_(self.decision_maker.weight, std=float(getattr(config, "initializer_range", 0.02)))
         if self.options.fixed_source_layer >= 0:
             self.decision_maker.requires_grad_(False)  # never used: no optimizer state, nothing for DDP to wait on
-        # the English pass needs no logits: ask for the last position's only, where the model allows it
+        # HARNESS_FULL_LOGITS: the English pass asks for the last position's logits only, where the model allows it
         self._one_logit = {"logits_to_keep": 1} if accepts_logits_to_keep(lm) else {}
         if self.options.fuse_after_layer >= self.num_layers:
             raise HarnessError(
@@ -164,12 +170,14 @@ class CCModel(nn.Module):
     def english_activations(
         self, en_input_ids: torch.Tensor, en_attention_mask: torch.Tensor, en_rst: torch.Tensor
     ) -> torch.Tensor:
-        """a (batch, L, d): feed-forward outputs at the English RST."""
+        """a (batch, L, d): feed-forward outputs at the English RST. Under `detach_english` the pass runs without
+        autograd, so each layer's activations are freed as soon as the next layer has read them; it computes
+        no logits (with `HARNESS_FULL_LOGITS`, the last position's where the model allows it, as before)."""
         grad = torch.enable_grad() if not self.options.detach_english else torch.no_grad()
-        with grad, self.hooks.capture(en_rst) as record:
-            self.lm(
-                input_ids=en_input_ids, attention_mask=en_attention_mask, use_cache=False, **self._one_logit
-            )
+        kwargs = self._one_logit if full_logits() else {}
+        logits = contextlib.nullcontext() if full_logits() else no_logits(self.lm)
+        with grad, logits, self.hooks.capture(en_rst) as record:
+            self.lm(input_ids=en_input_ids, attention_mask=en_attention_mask, use_cache=False, **kwargs)
         return record.ffn
 
     def forward(
@@ -200,9 +208,14 @@ class CCModel(nn.Module):
             decision["g"], decision["logits"] = g, logits
             return fuse_vector(g, a)
 
-        with self.hooks.fuse(self.options.fuse_after_layer, rst, fused):
+        full = return_logits or full_logits()  # else logits at the response positions only: (n, vocab)
+        only_response = contextlib.nullcontext() if full else response_logits(self.lm, labels)
+        with self.hooks.fuse(self.options.fuse_after_layer, rst, fused), only_response:
             logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        loss = causal_lm_loss(logits, labels, num_items_in_batch)
+        if full:
+            loss = causal_lm_loss(logits, labels, num_items_in_batch)
+        else:
+            loss = response_loss(logits, labels, num_items_in_batch)
         dm_logits = decision["logits"]
         entropy = None
         if dm_logits is not None:
@@ -225,8 +238,9 @@ def accepts_logits_to_keep(lm: nn.Module) -> bool:
 def causal_lm_loss(
     logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
 ) -> torch.Tensor:
-    """Next-token cross-entropy over labels != -100: a mean over this batch, or the sum divided by
-    `num_items_in_batch` (the Trainer's token count over the accumulated batch), as transformers does."""
+    """Next-token cross-entropy over labels != -100 from full logits: a mean over this batch, or the sum divided
+    by `num_items_in_batch` (the Trainer's token count over the accumulated batch), as transformers does. The
+    full-logits path (`return_logits`, `HARNESS_FULL_LOGITS`); training takes `response_loss`."""
     shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (batch * (seq - 1), vocab)
     shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
     if num_items_in_batch is None:

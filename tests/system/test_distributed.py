@@ -1,12 +1,14 @@
-"""Data-parallel training under `accelerate launch`: two CPU processes (DDP over gloo) train the same model
-as one process with the same effective batch, CC-Tuning included; only the main process writes the run
-store and evaluates. Also the batch layout over processes and the save path of sharded training (ZeRO-3 /
-FSDP), simulated."""
+"""Data-parallel training and evaluation under `accelerate launch`: two CPU processes (DDP over gloo) train
+the same model as one process with the same effective batch, CC-Tuning included, and evaluate it to the same
+numbers as one process (each its share of the items, gathered into the main process, which alone writes
+the run store); a sweep runs its runs one after another in one launch. Also the batch layout over processes
+and the save path of sharded training (ZeRO-3 / FSDP), simulated."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,45 +61,67 @@ def _log_losses(run_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
+def launch(*args: str) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `harness <args>` in two CPU processes (DDP over gloo), its output captured."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("HARNESS_FAULT", None)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
+           "-m", "harness.cli", *args]  # fmt: skip
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+# Evaluated by every launch of these tests: a log-likelihood and a generation task, an odd number of items
+# (the two processes get 3 and 2: lm-eval pads the second with a copy of its last request).
+TASKS, LIMIT, EVAL_BATCH = "sib200_mc_sw,sib200_gen_sw", 5, 2
+
+
+@pytest.fixture(scope="module")
+def launched_run(tmp_path_factory, tiny_dir: Path, train_file: Path) -> Path:
+    """One 2-process `harness run` of vanilla and CC-Tuning (trained, then evaluated data-parallel); its run
+    store."""
+    tmp = tmp_path_factory.mktemp("launched")
+    runs = tmp / "runs"
+    run_file = tmp / "run.yaml"
+    run_file.write_text(yaml.safe_dump({
+        "method": "vanilla,cc", "model": str(tiny_dir), "recipe": "jsonl", "recipe_path": str(train_file),
+        "train_limit": None, "tasks": TASKS, "limit": LIMIT, "batch_size": EVAL_BATCH, "output": str(runs),
+        "set": {**TRAIN, "per_device_batch_size": 2},
+    }))  # fmt: skip
+    proc = launch("run", "--config", str(run_file))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_lines = [line for line in proc.stdout.splitlines() if line.startswith("run ")]
+    assert len(run_lines) == 2  # printed by the main process only
+    return runs
+
+
 @pytest.mark.distributed
 def test_two_cpu_processes_train_the_same_model_as_one(
-    tmp_path: Path, tiny_dir: Path, train_file: Path
+    tmp_path: Path, tiny_dir: Path, train_file: Path, launched_run: Path
 ) -> None:
     one = execute(_config(tiny_dir, train_file, per_device_batch_size=4), [], EvalConfig(tasks=[]),
                   tmp_path / "one", "test")  # fmt: skip
 
-    runs = tmp_path / "two"
-    run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump({
-        "method": "vanilla,cc", "model": str(tiny_dir), "recipe": "jsonl", "recipe_path": str(train_file),
-        "train_limit": None, "tasks": "sib200_mc_sw", "limit": 2, "batch_size": 2, "output": str(runs),
-        "set": {**TRAIN, "per_device_batch_size": 2},
-    }))  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("HARNESS_FAULT", None)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
-           "-m", "harness.cli", "run", "--config", str(run_file)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run_lines = [line for line in proc.stdout.splitlines() if line.startswith("run ")]
-    assert len(run_lines) == 2  # printed by the main process only
+    runs = launched_run
     (two,) = runs.glob("vanilla-*")
     (cc,) = runs.glob("cc-*")
     cfg = yaml.safe_load((two / "config.yaml").read_text())
     assert cfg["run_id"] == two.name and cfg["train"]["per_device_batch_size"] == 2
     status = json.loads((two / "status.json").read_text())
-    assert status["phase"] == "complete" and status["tasks"] == ["sib200_mc_sw"]
+    assert status["phase"] == "complete" and status["tasks"] == TASKS.split(",")
     assert status["data_stats"]["examples"] == 12
     assert json.loads((two / "data.json").read_text())["per_language"] == {"en": 6, "sw": 6}
-    # Every file of a finished run, and nothing else: no checkpoints/, no temporary files left behind.
-    expected = ["config.yaml", "data.json", "eval_cache.sqlite", "model", "results", "samples", "status.json",
-                "train_log.jsonl"]  # fmt: skip
+    # Every file of a finished run, and nothing else: no checkpoints/, no process's own cache file, no
+    # temporary files left behind.
+    expected = [".lock", "config.yaml", "data.json", "eval_cache.sqlite", "lm_eval", "model", "provenance.json",
+                "results", "samples", "status.json", "train_log.jsonl"]  # fmt: skip
     assert sorted(p.name for p in two.iterdir()) == expected
     model_files = {p.name for p in (two / "model").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= model_files
     assert not any(name.startswith(".") for name in model_files)
-    result = json.loads((two / "results" / "sib200_mc_sw.json").read_text())
-    assert result["n"] == 2 and len((two / "samples" / "sib200_mc_sw.jsonl").read_text().splitlines()) == 2
+    for task in TASKS.split(","):
+        result = json.loads((two / "results" / f"{task}.json").read_text())
+        samples = (two / "samples" / f"{task}.jsonl").read_text().splitlines()
+        assert result["n"] == LIMIT and len(samples) == LIMIT
 
     # One log record per step (the other process logs nothing), the same losses as one process.
     losses_one, losses_two = _log_losses(one.dir), _log_losses(two)
@@ -119,7 +143,98 @@ def test_two_cpu_processes_train_the_same_model_as_one(
     rows = [json.loads(line) for line in (cc / "train_log.jsonl").read_text().splitlines()]
     assert [sum(r["cc_layer_hist"]) for r in rows if "cc_layer_hist" in r] == [4, 4, 4]
     assert sum(json.loads((cc / "cc_artifacts.json").read_text())["train_layer_hist"]) == 12
-    assert (cc / "results" / "sib200_mc_sw.json").is_file()
+    assert (cc / "results" / "sib200_mc_sw.json").is_file() and not list(cc.glob("eval_cache.rank*"))
+
+
+def _evaluate_in_one_process(checkpoint: Path, output: Path, tasks: str = TASKS, limit: int = LIMIT) -> Path:
+    """`harness eval` of a checkpoint in this (one) process; its run folder."""
+    from harness.cli import main
+
+    assert main(["eval", "--checkpoint", str(checkpoint), "--tasks", tasks, "--limit", str(limit),
+                 "--batch-size", str(EVAL_BATCH), "--output", str(output)]) == 0  # fmt: skip
+    (run,) = output.iterdir()
+    return run
+
+
+def _same_evaluation(a: Path, b: Path, tasks: str = TASKS) -> None:
+    """The same metrics, item count, diagnostics and per-item samples (prompts, outputs, log-likelihoods)."""
+    for task in tasks.split(","):
+        ra, rb = (json.loads((run / "results" / f"{task}.json").read_text()) for run in (a, b))
+        for field in ("metrics", "n", "diagnostics"):
+            assert ra.get(field) == rb.get(field), (task, field)
+        samples = [(run / "samples" / f"{task}.jsonl").read_text() for run in (a, b)]
+        assert samples[0] == samples[1], task
+
+
+def _last_evaluation(run: Path) -> dict:
+    phases = json.loads((run / "provenance.json").read_text())["phases"]
+    return [p for p in phases if p["phase"] == "evaluation"][-1]
+
+
+@pytest.mark.distributed
+def test_data_parallel_evaluation_gives_the_numbers_of_one_process(
+    tmp_path: Path, launched_run: Path, capsys
+) -> None:
+    """Each process evaluated its share of the items (lm-eval's rank and world size) and the main process
+    wrote what lm-eval gathered: the metrics, the per-item samples (log-likelihoods to the last bit,
+    generations) and CC-Tuning's layer choices at evaluation are those of one process evaluating the same
+    checkpoint."""
+    for method in ("vanilla", "cc"):
+        (two,) = launched_run.glob(f"{method}-*")
+        one = _evaluate_in_one_process(two / "model", tmp_path / method)
+        _same_evaluation(two, one)
+        assert _last_evaluation(two)["responses_cached"] == 0
+    artifacts = [json.loads((run / "eval_artifacts.json").read_text()) for run in (two, one)]
+    assert artifacts[0] == artifacts[1] and artifacts[0]["eval_prompts"] > 0  # both processes' choices
+
+    # A data-parallel evaluation killed before its end leaves each process's cache file; the next
+    # evaluation of the run, here in one process, merges them first and reuses every response (and the
+    # layer choices saved with them).
+    copy = tmp_path / "again"
+    shutil.copytree(launched_run, copy)
+    (cc,) = copy.glob("cc-*")
+    (cc / "eval_cache.sqlite").rename(cc / "eval_cache.rank1.sqlite")
+    shutil.rmtree(cc / "results")
+    shutil.rmtree(cc / "samples")
+    from harness.cli import main
+
+    assert main(["run", "--config", str(launched_run.parent / "run.yaml"), "--method", "cc",
+                 "--output", str(copy)]) == 0  # fmt: skip
+    capsys.readouterr()
+    _same_evaluation(cc, one)
+    assert _last_evaluation(cc)["responses_computed"] == 0 and _last_evaluation(cc)["responses_cached"] > 0
+    assert json.loads((cc / "eval_artifacts.json").read_text()) == artifacts[1]
+    assert not list(cc.glob("eval_cache.rank*"))
+
+
+@pytest.mark.distributed
+def test_a_sweep_runs_its_runs_one_after_another_in_one_launch(
+    tmp_path: Path, tiny_dir: Path, train_file: Path
+) -> None:
+    """Two points in one 2-process launch: the base model zero-shot on one item (evaluated before anything
+    trained, so the processes meet without the Trainer's process group; fewer items than processes, so the
+    main process evaluates alone), then vanilla (trained after an evaluation, evaluated data-parallel)."""
+    runs = tmp_path / "runs"
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "model": str(tiny_dir), "recipe": "jsonl", "recipe_path": str(train_file), "train_limit": None,
+        "tasks": "sib200_mc_sw", "limit": 3, "batch_size": EVAL_BATCH, "output": str(runs),
+        "set": {**TRAIN, "per_device_batch_size": 2},
+        "grid": [{"method": "none", "limit": 1}, {"method": "vanilla"}],
+    }))  # fmt: skip
+    proc = launch("sweep", str(sweep_file))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = [line for line in proc.stdout.splitlines() if "-> done in" in line]
+    assert [line.split()[0] for line in done] == ["[1/2]", "[2/2]"]  # printed by the main process only
+    assert "the main process evaluates alone" in proc.stderr
+    (none,) = runs.glob("none-*")
+    (vanilla,) = runs.glob("vanilla-*")
+    for run, n in ((none, 1), (vanilla, 3)):
+        assert json.loads((run / "status.json").read_text())["phase"] == "complete"
+        assert json.loads((run / "results" / "sib200_mc_sw.json").read_text())["n"] == n
+        assert not list(run.glob("eval_cache.rank*")) and not list(run.glob(".lm_eval*"))
+    one = _evaluate_in_one_process(tiny_dir, tmp_path / "one", tasks="sib200_mc_sw", limit=1)
+    _same_evaluation(none, one, tasks="sib200_mc_sw")
 
 
 @pytest.mark.parametrize("method", ["vanilla", "cc"])
