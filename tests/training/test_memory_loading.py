@@ -82,6 +82,8 @@ def test_run_trainer_trains_with_the_arguments_the_model_was_loaded_under(tmp_pa
     assert built.value.args[0] is loaded_under and "training_args" not in ctx.extra
 
 
+@pytest.mark.xfail(strict=True, reason="at commit 0dfb9cd a local rank other than 0 still loads real weights "
+                   "under FSDP cpu_ram_efficient_loading: the meta-device path is unfinished (issue 15)")
 def test_under_fsdp_only_local_rank_0_reads_the_weights(tiny_dir: Path, launch, tmp_path):
     """Under an FSDP launch with cpu_ram_efficient_loading, in a process group (one gloo process here), a
     process whose local rank is not 0 builds the model on the meta device: it reads no weights."""
