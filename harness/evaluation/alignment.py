@@ -53,9 +53,9 @@ FORMAT = 1  # of alignment.json: a change of what is computed bumps it (old file
 ANALYSIS_DIR = "analysis"
 ALIGNMENT_FILE = "alignment.json"
 SPLITS = ("dev", "test")  # FLORES/SIB-200 sentences no recipe trains on (303 in all)
-# Measured on the default model (docs/alignment.md): 48 sentences x 21 languages + English, ~146k prompt
-# tokens, take ~4.5 min per checkpoint on an idle 2-core CPU (CC-Tuning twice that: its views need a second
-# forward pass).
+# Measured on the default model (docs/alignment.md): 48 sentences x 21 languages + English are ~146k prompt
+# tokens, ~3 min per checkpoint at the 700-900 tokens/s of an idle 2-core CPU (7-15 min measured on a busy
+# one); CC-Tuning about twice that (its views need a second forward pass).
 DEFAULT_SENTENCES = 48
 DEFAULT_BATCH_SIZE = 16
 # Padded tokens per forward pass at most: bounds the memory of every layer's hidden states (a batch of long
