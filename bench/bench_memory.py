@@ -1,6 +1,6 @@
 """Training memory on the default model: vanilla SFT and CC-Tuning, with and without gradient checkpointing,
-before this change (`HARNESS_FULL_LOGITS=1`: logits over every position, glibc's default malloc threshold) and
-after (logits over the response tokens only, `map_large_allocations` as `run_trainer` calls it).
+before this change (`HARNESS_FULL_LOGITS=1`: logits over every position) and after (logits over the response
+tokens only).
 
     python bench/bench_memory.py [--batch-size 8] [--threads 2] [--no-profile]
 
@@ -66,12 +66,10 @@ def measure(method: str, checkpointing: bool, batch_size: int, threads: int, pro
     from harness.methods.cc import CCDataset
     from harness.methods.cc.model import CCModel, CCOptions
     from harness.training.loss import full_logits
-    from harness.training.memory import Pass, Shape, estimate, map_large_allocations, measure_peak
+    from harness.training.memory import Pass, Shape, estimate, measure_peak
     from harness.training.trainer import enable_gradient_checkpointing, pad_collate, sft_trainer_class
 
     torch.set_num_threads(threads)
-    if not full_logits():
-        map_large_allocations()  # as `run_trainer` does now; before, glibc's default
     ref = resolve_model("smollm2-135m-instruct")
     tokenizer = load_tokenizer(ref)
     examples = load_recipe("mini-parallel", RecipeOptions(langs=LANGS, per_lang=32, seed=0))

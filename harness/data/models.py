@@ -151,9 +151,9 @@ def sharded_loading() -> str:
     """How this process loads a model for sharded training, from the environment `accelerate launch` sets:
     "zero3" (DeepSpeed with `zero3_init_flag`: `from_pretrained` partitions the weights while loading them,
     under the `HfDeepSpeedConfig` the TrainingArguments keep alive; only rank 0 reads the checkpoint),
-    "fsdp" (FSDP with `fsdp_cpu_ram_efficient_loading`: local rank 0 reads the weights, the other processes
-    build the model on the meta device and receive theirs when FSDP wraps it), or "" (every process loads
-    the whole model)."""
+    "fsdp" (FSDP with `fsdp_cpu_ram_efficient_loading`: rank 0 reads the weights, the other processes build
+    the model on the meta device, `load_model(on_meta=True)`, and receive theirs from rank 0 when accelerate
+    wraps it), or "" (every process loads the whole model)."""
     if _env_true("ACCELERATE_USE_DEEPSPEED") and _env_true("ACCELERATE_DEEPSPEED_ZERO3_INIT"):
         return "zero3"
     if _env_true("ACCELERATE_USE_FSDP") and _env_true("FSDP_CPU_RAM_EFFICIENT_LOADING"):
@@ -161,15 +161,33 @@ def sharded_loading() -> str:
     return ""
 
 
-def load_model(ref: str, dtype: str = "float32", trust_remote_code: bool = False):
+def load_model(ref: str, dtype: str = "float32", trust_remote_code: bool = False, on_meta: bool = False):
     """Load a causal LM from safetensors weights only (no pickle). transformers builds it on the meta device
     and loads the weights into it (no second copy in host RAM); for sharded training (`sharded_loading`),
-    `harness.training.trainer.load_for_training` sets up the process group and DeepSpeed config first, and
-    `from_pretrained` then partitions (ZeRO-3) or loads on local rank 0 only (FSDP)."""
+    `harness.training.trainer.load_for_training` sets up the process group and DeepSpeed config first, so
+    that under ZeRO-3 `from_pretrained` partitions the weights as it loads them.
+
+    `on_meta`: read no weights: the model built from its config on the meta device (FSDP's
+    cpu_ram_efficient_loading on a rank other than 0, which receives its shards from rank 0), with its
+    non-persistent buffers (rotary frequencies), which accelerate keeps rather than broadcasts, computed on
+    the CPU by transformers' own initialisation."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
+        if on_meta:
+            config = AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(
+                    config, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+                )
+            for module in model.modules():
+                buffers = [n for n in module._non_persistent_buffers_set if module._buffers.get(n) is not None]
+                for name in buffers:
+                    module._buffers[name] = torch.zeros_like(module._buffers[name], device="cpu")
+                if buffers and hasattr(model, "_init_weights"):
+                    model._init_weights(module)
+            return model
         return AutoModelForCausalLM.from_pretrained(
             ref, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
         )

@@ -39,8 +39,7 @@ from harness.orchestration.options import PlannedRun, run_label
 from harness.orchestration.sweep import run_state
 from harness.plumbing.errors import HarnessError
 from harness.tasks.catalog import BENCHMARKS, item_count
-from harness.training import distributed
-from harness.training.memory import ActivationNote, Budget, Shape, gathered_bytes, single_pass
+from harness.training import distributed, memory
 from harness.training.settings import TrainContext, TrainSettings, batch_layout
 from harness.training.trainer import SFTDataset, latest_checkpoint, training_arguments
 
@@ -318,7 +317,7 @@ def plan_lines(
         method = METHODS.get(cfg.method)(**cfg.method_options)
         method.check_settings(settings)
         notes = method.plan_notes(laid_out, tokenizer, text)
-        own = [note.activations for note in notes if isinstance(note, ActivationNote)]
+        own = [note.activations for note in notes if isinstance(note, memory.ActivationNote)]
         label = " ".join([cfg.method, *(f"{k}={v}" for k, v in cfg.method_options.items())])  # seeds alike
         activations.setdefault(label, own[0] if own else None)
         for note in notes:
@@ -353,13 +352,18 @@ def plan_lines(
                  + (f" with {launch.scheme} over {world} processes" if world > 1 else "")
                  + f": {_bytes(launch.bytes_per_device(weights, grads, optim))}")  # fmt: skip
     states = None if settings.lora else launch.bytes_per_device(weights, grads, optim)
-    lines += _memory_lines(Shape.of(config), laid_out, launch, states, activations)
-    lines.append(_host_line(launch, params, config))
+    lines += _memory_lines(memory.Shape.of(config), laid_out, launch, states, activations)
+    stored = {"bfloat16": 2, "float16": 2}.get(str(getattr(config, "dtype", None) or "").replace("torch.", ""), 4)
+    lines.append(memory.host_memory_line(launch.loading, world, params, stored))
     return lines
 
 
 def _memory_lines(
-    shape: Shape, settings: TrainSettings, launch: Launch, states: float | None, activations: dict[str, float | None]
+    shape: memory.Shape,
+    settings: TrainSettings,
+    launch: Launch,
+    states: float | None,
+    activations: dict[str, float | None],
 ) -> list[str]:
     """Activations per GPU (one pass; a method's own estimate is among its notes) and, per method, the total per
     GPU with the fit verdict (not for LoRA, whose states are not those of full fine-tuning): sequences at the
@@ -368,35 +372,19 @@ def _memory_lines(
     gc = settings.gradient_checkpointing
 
     def one_pass(checkpointing: bool) -> float:
-        return single_pass(shape, batch, seq, batch * (seq - 1), checkpointing=checkpointing, e=e).peak
+        return memory.single_pass(shape, batch, seq, batch * (seq - 1), checkpointing=checkpointing, e=e).peak
 
     lines = [f"activations per GPU (estimate: harness/training/memory.py, after Korthikanti et al. 2022; "
              f"per-device batch {batch} x cutoff {seq}, every token a response token, {'bf16' if e == 2 else 'float32'}): "
              f"one training pass {_bytes(one_pass(gc))} with gradient checkpointing {'on' if gc else 'off'} "
              f"({_bytes(one_pass(not gc))} {'off' if gc else 'on'})"]  # fmt: skip
-    gathered = gathered_bytes(shape) if launch.sharded == "all" else 0.0
+    gathered = memory.gathered_bytes(shape) if launch.sharded == "all" else 0.0
     for label, own in activations.items() if states is not None else ():
-        budget = Budget(states, one_pass(gc) if own is None else own, gathered)
+        budget = memory.Budget(states, one_pass(gc) if own is None else own, gathered)
         parts = f"model states {_bytes(states)}" + (f" + gathered parameters {_bytes(gathered)}" if gathered else "")
         lines.append(f"memory per GPU, {label}: {parts} + activations {_bytes(budget.activations)} = "
                      f"{_bytes(budget.total)}: {budget.verdict()}")  # fmt: skip
     return lines
-
-
-def _host_line(launch: Launch, params: int, config) -> str:
-    """Host memory per process while the model loads: float32 weights (`load_model`) in each process, unless
-    a sharded launch loads them once (`harness.data.models.sharded_loading`)."""
-    full = _bytes(params * 4)
-    if launch.loading == "zero3":
-        stored = {"bfloat16": 2, "float16": 2}.get(str(getattr(config, "dtype", None) or "").replace("torch.", ""), 4)
-        return (f"host memory per process while loading: rank 0 reads the checkpoint ({_bytes(params * stored)}, "
-                f"memory-mapped) and partitions it as it loads, the other {launch.world - 1} read nothing "
-                f"(DeepSpeed zero3_init_flag)")  # fmt: skip
-    if launch.loading == "fsdp":
-        return (f"host memory per process while loading: local rank 0 of each machine {full} (float32), the other "
-                f"processes none (built on the meta device; FSDP cpu_ram_efficient_loading)")  # fmt: skip
-    every = "the process" if launch.world == 1 else f"each of the {launch.world} processes"
-    return f"host memory per process while loading: {full} in {every} (the whole model in float32)"
 
 
 def print_plan(

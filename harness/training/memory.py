@@ -7,31 +7,34 @@ al. count it for GPT ("Reducing Activation Recomputation in Large Transformer Mo
 arXiv:2205.05198, section 4.1: a layer keeps s*b*h*(34 + 5*a*s/h) bytes in 16-bit precision), adapted to a
 Llama-style decoder layer as transformers runs it: RMSNorm (its input upcast to float32), SDPA attention
 (flash / memory-efficient kernels keep the log-sum-exp, not the a*s*s probabilities: the 5as/h term is
-gone; the padding mask, b*s*s per layer, stays), grouped-query keys and values repeated to every head,
-a SwiGLU MLP, and no dropout. Per token and layer, in bytes, with e bytes per element (2 in bf16, 4 in
-float32), hidden size h, q = heads x head_dim, intermediate size i, a heads, s the padded length:
+gone; the padding mask, b*s*s per layer, stays; their output, laid out as o_proj reads it, is o_proj's
+input), grouped-query keys and values repeated to every head, a SwiGLU MLP, and no dropout. Per token and
+layer, in bytes, with e bytes per element (2 in bf16, 4 in float32), hidden size h, q = heads x head_dim,
+intermediate size i, a heads, s the padded length:
 
     2 RMSNorms    2 x (4h + 2eh + 4)   float32 input, normalized and output, 1/rms
-    attention     5eq + 4a             q, k, v (repeated), output, o_proj's input; log-sum-exp (float32)
+    attention     4eq + 4a             q, k, v (repeated), output (o_proj's input); log-sum-exp (float32)
     SwiGLU MLP    4ei                  gate, SiLU(gate), up, their product (down_proj's input)
     padding mask  e*s
 
-(SmolLM2-135M in float32: 48.8 KB per token and layer; Llama-3.1-8B in bf16: 201 KB, 49h against GPT's 34h,
-its MLP being 3.5h wide.) Gradient checkpointing (transformers checkpoints each decoder layer) keeps only
-each layer's input, e*h per token, and holds one layer's activations again while it is recomputed. The
-logits are computed at the response positions only (`harness.training.loss`): the loss keeps their float32
-log-softmax, 4*V bytes per position, and its backward holds three such tensors at once. A pass without
-autograd (CC-Tuning's English pass under `detach_english`) keeps nothing but what it hands on; its peak is
-one layer's largest intermediates. The peak of the step is the largest of: the end of each pass's forward,
-the start of the backward pass (the loss's gradient), and one layer's backward with everything still kept;
-plus one parameter's gradient (the largest, the embedding) as autograd produces it before accumulating it.
+(SmolLM2-135M in float32: 46.5 KB per token and layer, plus the mask; Llama-3.1-8B in bf16: 208 KB, 52h
+against GPT's 34h, its MLP being 3.5h wide.) Once per pass: the rotary tables, the final norm, the token ids.
+Gradient checkpointing (transformers checkpoints each decoder layer) keeps only each layer's input, e*h per
+token, and holds one layer's activations again while it is recomputed. The logits are computed at the
+response positions only (`harness.training.loss`): the loss keeps their float32 log-softmax, 4*V bytes per
+position, and its backward holds three such tensors at once. A pass without autograd (CC-Tuning's English
+pass under `detach_english`) keeps nothing but what it hands on; its peak is one layer's widest
+intermediates. The peak of the step is the largest of: the end of each pass's forward; in the backward
+pass (last pass first), the loss's gradient, one layer's backward (its widest gradients, and with
+checkpointing the layer recomputed) with everything still kept, and the embedding's gradient. Gradients a
+weight receives from several uses wait for the last one: the tied output layer's for the embedding's, and,
+when an earlier pass has gradients too (CC-Tuning's English pass), every weight's first gradient, unsharded,
+until the earlier pass's backward reaches it.
 Accuracy against the measured peak: tests/training/test_memory_estimate.py.
 """
 
 from __future__ import annotations
 
-import ctypes
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,7 +120,7 @@ def layer_bytes(shape: Shape, tokens: int, seq: int, e: int) -> float:
     """What autograd keeps of one decoder layer for `tokens` tokens in sequences of length `seq`."""
     h, i = shape.hidden, shape.intermediate
     norms = 2 * (4 * h + 2 * e * h + 4)
-    attention = 5 * e * shape.q + 4 * shape.heads
+    attention = 4 * e * shape.q + 4 * shape.heads
     mlp = 4 * e * i
     return tokens * (norms + attention + mlp + e * seq)
 
@@ -149,10 +152,11 @@ def estimate(shape: Shape, passes: list[Pass], *, checkpointing: bool, e: int) -
             moments[f"pass {k + 1} (no autograd)"] = kept + transient
             kept += p.keeps
             continue
-        # each layer's input (checkpointing) or all it keeps; rotary tables; the final norm (float32 input,
-        # normalized); the logits' input and log-softmax
+        # each layer's input (checkpointing) or all it keeps; the rotary tables (cos, sin: seq x head_dim); the
+        # final norm (float32 input, normalized, 1/rms) and token ids; the logits' input and log-softmax
         layers = n_layers * (p.tokens * e * h if checkpointing else layer_bytes(shape, p.tokens, p.seq, e))
-        saved = layers + p.tokens * (8 * shape.head_dim + 4 * h + e * h + 4) + logits_kept(shape, p.logits, e)
+        once = 2 * e * p.seq * shape.head_dim + p.tokens * (4 * h + e * h + 4 + 8)
+        saved = layers + once + logits_kept(shape, p.logits, e)
         logits_forward = p.logits * v * (e + (4 if e != 4 else 0))  # the logits, their float32 copy
         moments[f"pass {k + 1} forward"] = kept + saved + max(logits_forward, transient)
         kept += saved + p.keeps
@@ -200,10 +204,12 @@ class Budget:
         return self.total + GPU_RESERVE <= GPU_BYTES
 
     def verdict(self) -> str:
-        size = f"{GPU_BYTES / GIB:.0f} GiB"
+        size, reserve = f"{GPU_BYTES / GIB:.0f} GiB", f"{GPU_RESERVE / GIB:.0f}"
         if self.fits:
-            return f"fits an {size} GPU ({(GPU_BYTES - self.total) / GIB:.0f} GiB to spare, {GPU_RESERVE / GIB:.0f} of them kept for CUDA, NCCL and fragmentation)"
-        return f"does NOT fit an {size} GPU (over by {(self.total + GPU_RESERVE - GPU_BYTES) / GIB:.0f} GiB with {GPU_RESERVE / GIB:.0f} GiB kept for CUDA, NCCL and fragmentation)"
+            spare = (GPU_BYTES - self.total) / GIB
+            return f"fits an {size} GPU ({spare:.0f} GiB to spare, {reserve} of them kept for CUDA, NCCL and fragmentation)"
+        over = (self.total + GPU_RESERVE - GPU_BYTES) / GIB
+        return f"does NOT fit an {size} GPU (over by {over:.0f} GiB with {reserve} GiB kept for CUDA, NCCL and fragmentation)"
 
 
 def gathered_bytes(shape: Shape, e: int = 2) -> float:
@@ -226,25 +232,19 @@ class ActivationNote(str):
         return note
 
 
-# glibc's malloc serves a block of at least its mmap threshold with its own mapping, returned to the system when
-# freed; but each such free raises the threshold to that block's size (up to 32 MiB), after which the
-# activations of a training step (mostly 1-30 MiB tensors) come from the heap, whose freed space the process
-# keeps: its resident memory stays near its last peak plus fragmentation (0.8-1.8 GB more on the default model,
-# bench/RESULTS.md, "Memory"). Setting the threshold fixes it.
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-MMAP_THRESHOLD = 1 << 20
-
-
-def map_large_allocations() -> bool:
-    """Make glibc's malloc map every block of 1 MiB or more on its own and return it to the system when freed
-    (a fixed mmap threshold), so that the process's resident memory follows what torch holds. Linux with
-    glibc only; True when set."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):  # another C library
-        return False
+def host_memory_line(loading: str, world: int, params: int, stored_bytes: int) -> str:
+    """The dry run's line on host memory per process while the model loads (`harness.data.models.load_model`:
+    float32 weights in every process, unless a sharded launch loads them once: `sharded_loading`)."""
+    full = fmt(params * 4)
+    if loading == "zero3":
+        return (f"host memory per process while loading: rank 0 reads the checkpoint ({fmt(params * stored_bytes)}, "
+                f"memory-mapped) and partitions it as it loads, the other {world - 1} read nothing "
+                "(DeepSpeed zero3_init_flag)")  # fmt: skip
+    if loading == "fsdp":
+        return (f"host memory per process while loading: rank 0 {full} (float32), the other {world - 1} none (built "
+                "on the meta device, their shards broadcast from rank 0; FSDP cpu_ram_efficient_loading)")  # fmt: skip
+    every = "the process" if world == 1 else f"each of the {world} processes"
+    return f"host memory per process while loading: {full} in {every} (the whole model in float32)"
 
 
 def fmt(n: float) -> str:

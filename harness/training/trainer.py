@@ -25,7 +25,6 @@ from harness.plumbing.errors import HarnessError
 from harness.plumbing.io import atomic_write_text
 from harness.training import distributed
 from harness.training.loss import full_logits, response_logits, response_loss_func
-from harness.training.memory import map_large_allocations
 from harness.training.reporting import place_loggers, wandb_run
 from harness.training.settings import TrainContext, TrainSettings, batch_layout, check_report_packages
 
@@ -149,17 +148,18 @@ def load_for_training(ctx: TrainContext):
     `fsdp_cpu_ram_efficient_loading` (`sharded_loading`), the TrainingArguments come first, as transformers
     asks for sharded training: they join the process group and (ZeRO-3) keep the `HfDeepSpeedConfig` alive
     under which `from_pretrained` partitions the weights while loading them, so that no process holds the
-    whole model in host RAM; under FSDP only local rank 0 reads the weights, the others build on the meta
-    device and receive theirs from it when FSDP wraps the model. `run_trainer` trains with those arguments
+    whole model in host RAM; under FSDP only rank 0 reads the weights, the others build on the meta device
+    and receive theirs from it when accelerate wraps the model. `run_trainer` trains with those arguments
     (`ctx.extra["training_args"]`). Elsewhere every process loads the whole model, as before."""
     tokenizer = load_tokenizer(ctx.base_model, ctx.trust_remote_code)
     mode = sharded_loading()
     if mode:
         args = training_arguments(ctx, world_size=distributed.world_size())
-        _ = args.device  # sets up the process group (transformers' FSDP loading asks for the local rank)
+        _ = args.device  # sets up the process group (ZeRO-3 partitions over it while loading)
         ctx.extra["training_args"] = args
         log.info("loading %s sharded (%s)", ctx.base_model, mode)
-    model = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code)
+    on_meta = mode == "fsdp" and distributed.rank() != 0  # accelerate broadcasts rank 0's weights
+    model = load_model(ctx.base_model, trust_remote_code=ctx.trust_remote_code, on_meta=on_meta)
     return tokenizer, apply_lora(model, ctx.settings) if ctx.settings.lora else model
 
 
@@ -295,7 +295,6 @@ def run_trainer(
     `checkpoint_at_end`: also checkpoint the last step (for a save_fn that takes long).
     """
     check_report_packages(ctx.settings)  # before the Trainer fails on it, with the package to install
-    map_large_allocations()  # freed activations go back to the system (harness.training.memory)
     trainer_cls = trainer_cls or sft_trainer_class()
     if ctx.settings.gradient_checkpointing:  # here, not by the Trainer: a method's own model may wrap it
         enable_gradient_checkpointing(model, ctx.settings.gradient_checkpointing_reentrant)

@@ -62,11 +62,11 @@ def test_llama_under_zero3_fits_an_80gb_gpu(capsys, tmp_path):
             "partitions it as it loads, the other 7 read nothing (DeepSpeed zero3_init_flag)") in out  # fmt: skip
 
 
-def test_fsdp_reads_the_weights_on_local_rank_0_only(capsys, tmp_path):
+def test_fsdp_reads_the_weights_on_rank_0_only(capsys, tmp_path):
     out = dry_run(capsys, tmp_path, "--accelerate-config", str(ACCELERATE / "fsdp.yaml"))
     assert re.search(r"^memory per GPU, cc: .*: fits an 80 GiB GPU", out, re.M)
-    assert ("host memory per process while loading: local rank 0 of each machine 29.9 GiB (float32), the other "
-            "processes none (built on the meta device; FSDP cpu_ram_efficient_loading)") in out  # fmt: skip
+    assert ("host memory per process while loading: rank 0 29.9 GiB (float32), the other 7 none (built on the meta "
+            "device, their shards broadcast from rank 0; FSDP cpu_ram_efficient_loading)") in out  # fmt: skip
 
 
 def test_one_process_does_not_fit(capsys, tmp_path):
