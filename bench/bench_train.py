@@ -81,6 +81,8 @@ def run_plain(ref: str, items: list[dict], settings, seed: int) -> tuple[float, 
             learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler,
             warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay, use_cpu=True, seed=seed,
             save_strategy="no", report_to="none", logging_steps=settings.logging_steps, disable_tqdm=True,
+            gradient_checkpointing=settings.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": settings.gradient_checkpointing_reentrant},
         )  # fmt: skip
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         trainer = Trainer(model=model, args=args, train_dataset=items, data_collator=collator)

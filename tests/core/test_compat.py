@@ -1,6 +1,9 @@
 """Nothing a user has changes with the code: a run store written before the architecture change
 (`tests/fixtures/runstore_644e38b`, the README main job as commit 644e38b wrote it) is reported by
-`harness report` and reused, not redone, by the same `harness run` command."""
+`harness report` and reused, not redone, by a `harness run` command that asks for the same training: the
+`cpu` profile of that commit trained without gradient checkpointing (the profile has it on since
+2026-12-06, which makes the README main job new runs), so the command adds
+`--set gradient_checkpointing=false`."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from harness.plumbing.errors import HarnessError
 STORE = Path(__file__).resolve().parents[1] / "fixtures" / "runstore_644e38b"
 RUNS = ("none-4ddf9652f3", "vanilla-8a432f4f2b", "cc-868005e132")
 MAIN_JOB = ["--method", "none,vanilla,cc", "--tasks", "sib200_gen", "--langs", "en,es,zh,sw",
-            "--train-langs", "en,es,zh,sw", "--train-limit", "32"]  # fmt: skip
+            "--train-langs", "en,es,zh,sw", "--train-limit", "32", "--set", "gradient_checkpointing=false"]  # fmt: skip
 
 
 def test_stored_configs_keep_their_run_ids() -> None:
@@ -35,7 +38,10 @@ def test_stored_configs_keep_their_run_ids() -> None:
 def test_the_main_job_plans_the_stored_run_ids() -> None:
     values = {"method": "none,vanilla,cc", "tasks": "sib200_gen", "langs": "en,es,zh,sw",
               "train_langs": "en,es,zh,sw", "train_limit": "32", "profile": "cpu"}  # fmt: skip
-    assert [p.run_id for p in plan_runs(RunOptions.parse(values))] == list(RUNS)
+    assert [p.run_id for p in plan_runs(RunOptions.parse({**values, "set": ["gradient_checkpointing=false"]}))] == list(RUNS)
+    # the same command on today's profile (gradient checkpointing on) trains new runs; `none` does not train
+    today = [p.run_id for p in plan_runs(RunOptions.parse(values))]
+    assert today[0] == RUNS[0] and not set(today[1:]) & set(RUNS)
 
 
 def test_report_and_reuse_of_an_old_run_store(tmp_path: Path, capsys) -> None:
