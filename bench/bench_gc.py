@@ -11,8 +11,10 @@ Each (method, mode) runs in a fresh subprocess on the same batch of real trainin
   `torch.autograd.graph.saved_tensors_hooks`, which is exactly what checkpointing trades for recompute;
 - the process's peak resident memory (ru_maxrss) over load, warm-up and timed steps, and how far it rose
   above the resident memory once the model and AdamW states were in place.
-CC-Tuning runs with its default (`detach_english=true`); the ratios are against the same method without
-checkpointing, measured in the same run of this script.
+Both methods compute the loss as the harness trains them (logits on the response tokens only: vanilla
+through `harness.training.loss`, as its Trainer does; CC-Tuning in `CCModel`). CC-Tuning runs with its
+default (`detach_english=true`); the ratios are against the same method without checkpointing, measured in
+the same run of this script.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int
     from harness.data.recipes import RecipeOptions, load_recipe
     from harness.methods.cc import CCDataset
     from harness.methods.cc.model import CCModel, CCOptions
+    from harness.training.loss import response_logits, response_loss
     from harness.training.trainer import SFTDataset, enable_gradient_checkpointing, pad_collate
 
     torch.set_num_threads(threads)
@@ -66,8 +69,15 @@ def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
+    def loss_of() -> torch.Tensor:
+        if method != "vanilla":
+            return model(**batch).loss  # CCModel: logits on the response tokens only
+        with response_logits(model, batch["labels"]):  # as the harness's Trainer computes vanilla's loss
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        return response_loss(logits, batch["labels"])
+
     def step() -> None:
-        model(**batch).loss.backward()
+        loss_of().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -80,7 +90,7 @@ def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(**batch).loss
+        loss = loss_of()
     loss.backward()
     optimizer.zero_grad(set_to_none=True)
     del loss
