@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -178,8 +179,13 @@ def test_analyze_run_is_stored_and_resumes_per_language(tmp_path, tiny_dir, monk
     run = make_run(tmp_path, tiny_dir)
     monkeypatch.setenv(faults.ENV, "interrupt@alignment_language#1")
     monkeypatch.setattr(faults, "_hits", faults.Counter())
-    with pytest.raises(KeyboardInterrupt):  # as a Ctrl-C right after the first language is stored
-        analyze_run(run, sentences=4, langs=["sw", "yo", "zh"], batch_size=2, progress=False)
+    # Python's Ctrl-C handler, also where the suite was started with SIGINT ignored (`nohup`, `cmd &`)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # as a Ctrl-C right after the first language is stored
+            analyze_run(run, sentences=4, langs=["sw", "yo", "zh"], batch_size=2, progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     partial = read_alignment(run)
     assert list(partial["languages"]) == ["sw"] and counted == [4, 4]  # English, then Swahili
     monkeypatch.delenv(faults.ENV)
