@@ -7,8 +7,8 @@ Each (method, mode) runs in a fresh subprocess on the same batch of real trainin
 `mini-parallel` recipe, four languages) and reports:
 - seconds per optimizer step (forward + backward + AdamW), the fastest of `--steps` after a warm-up;
 - the bytes autograd keeps for the backward pass during one forward (activation memory: every tensor
-  saved for backward, counted once per storage, parameters left out), read with
-  `torch.autograd.graph.saved_tensors_hooks`, which is exactly what checkpointing trades for recompute;
+  saved for backward, counted once per storage, parameters left out), read by
+  `harness.training.memory.saved_for_backward`: exactly what checkpointing trades for recompute;
 - the process's peak resident memory (ru_maxrss) over load, warm-up and timed steps, and how far it rose
   above the resident memory once the model and AdamW states were in place.
 Both methods compute the loss as the harness trains them (logits on the response tokens only: vanilla
@@ -47,6 +47,7 @@ def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int
     from harness.methods.cc import CCDataset
     from harness.methods.cc.model import CCModel, CCOptions
     from harness.training.loss import response_logits, response_loss
+    from harness.training.memory import saved_for_backward
     from harness.training.trainer import SFTDataset, enable_gradient_checkpointing, pad_collate
 
     torch.set_num_threads(threads)
@@ -67,7 +68,6 @@ def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int
             model.activation_checkpointing_enable({"use_reentrant": mode == "reentrant"})
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def loss_of() -> torch.Tensor:
         if method != "vanilla":
@@ -81,16 +81,7 @@ def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            saved[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_of()
+    loss, saved_bytes = saved_for_backward(loss_of, model.parameters())
     loss.backward()
     optimizer.zero_grad(set_to_none=True)
     del loss
@@ -102,7 +93,7 @@ def measure(method: str, mode: str, batch_size: int, steps: int, max_length: int
         step()
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"method": method, "mode": mode, "seconds": min(times), "saved_bytes": sum(saved.values()),
+    return {"method": method, "mode": mode, "seconds": min(times), "saved_bytes": saved_bytes,
             "peak_rss": peak, "steady_rss": steady, "tokens": int(batch["attention_mask"].sum())}  # fmt: skip
 
 

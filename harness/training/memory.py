@@ -35,7 +35,7 @@ Accuracy against the measured peak: tests/training/test_memory_estimate.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,3 +292,23 @@ def measure(step: Callable[[], Any]) -> Measured:
 def measure_peak(step: Callable[[], Any]) -> int:
     """The peak of `measure`: what a training step (forward + backward) allocates at most, its activations."""
     return measure(step).peak
+
+
+def saved_for_backward(forward: Callable[[], Any], parameters: Iterable[Any]) -> tuple[Any, int]:
+    """Run `forward` and count the bytes autograd saves for the backward pass: every saved tensor once per
+    storage, the `parameters` left out (what gradient checkpointing trades for recomputation). Returns the
+    forward's result and the bytes."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in parameters}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = forward()
+    return result, sum(saved.values())
